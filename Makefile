@@ -1,0 +1,42 @@
+# tonearm: two commands do everything on a fresh machine.
+#   make run    build the venv, generate and ingest the demo master, serve it with a player page
+#   make test   install what the tests need (ffmpeg, nginx, chromium, node packages) and run them
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+DATA   ?= data
+HOST   ?= 127.0.0.1
+PORT   ?= 8080
+
+.PHONY: run venv test test-deps bench clean doctor
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test,fast]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+doctor: venv
+	$(VENV)/bin/tonearm doctor
+
+run: venv
+	$(VENV)/bin/tonearm --data $(DATA) doctor
+	$(VENV)/bin/tonearm --data $(DATA) ingest "$$($(VENV)/bin/tonearm --data $(DATA) demo)"
+	@echo
+	@echo "  tonearm is serving the demo: open http://$(HOST):$(PORT)/  (Ctrl-C stops)"
+	@echo
+	$(VENV)/bin/tonearm --data $(DATA) serve --host $(HOST) --port $(PORT)
+
+test-deps: venv
+	bash scripts/test-deps.sh
+
+test: test-deps
+	$(PY) -m pytest -ra $(PYTEST_ARGS)
+
+bench: test-deps
+	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+clean:
+	rm -rf $(VENV) $(DATA) .pytest_cache benchmarks/work

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what the tests need on a fresh Debian machine: real clients and servers, not stand-ins.
+# Idempotent and quick when everything is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+command -v ffprobe >/dev/null || need+=(ffmpeg)
+command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
+command -v chromium >/dev/null || need+=(chromium)
+command -v wrk >/dev/null || need+=(wrk)
+command -v node >/dev/null || need+=(nodejs npm)
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
+    exit 1
+  fi
+  echo "test-deps: installing ${need[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+if [ -f tests/players/package.json ]; then
+  if [ ! -d tests/players/node_modules ] || [ tests/players/package-lock.json -nt tests/players/node_modules ]; then
+    (cd tests/players && npm ci --no-audit --no-fund --loglevel=error)
+  fi
+fi

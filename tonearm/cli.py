@@ -1,0 +1,179 @@
+"""The ``tonearm`` command: doctor, ingest, serve, sign, demo, assets.
+
+Errors a person can fix are printed as one line without a traceback; exit
+codes: 0 all good, 1 some inputs were rejected or failed, 2 usage or
+configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from tonearm.config import Config, ConfigError, load
+
+
+def _config(args: argparse.Namespace, **overrides: dict) -> Config:
+    flags: dict[str, dict] = {"storage": {"root": getattr(args, "data", None)}}
+    for section, values in overrides.items():
+        flags.setdefault(section, {}).update(values)
+    return load(args.config, overrides=flags)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from tonearm.ffmpeg import FfmpegError, locate
+
+    cfg = _config(args)
+    try:
+        info = locate(cfg.ffmpeg.path)
+    except FfmpegError as exc:
+        print(f"ffmpeg: NOT FOUND - {exc}")
+        return 1
+    print(f"ffmpeg: {info.path} ({info.source})")
+    print(f"version: {info.version}")
+    for enc in ("aac", "libopus", "flac"):
+        print(f"encoder {enc}: {'yes' if enc in info.encoders else 'MISSING'}")
+    try:
+        import av
+
+        print(f"prober: PyAV {av.__version__}")
+    except ImportError:
+        print("prober: ffmpeg (PyAV not installed)")
+    print(f"data dir: {cfg.data_dir.absolute()}")
+    print(f"storage: {cfg.storage.backend}")
+    print(f"ladder: {', '.join(r.name for r in cfg.ladder.all_rungs)}; segments {cfg.ladder.segment_duration} s")
+    missing = info.missing_encoders
+    if missing:
+        print(f"missing encoders: {', '.join(missing)} (the ladder needs them)")
+        return 1
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    from ingest.discover import discover
+    from tonearm.pipeline import Context, JobResult, process
+
+    cfg = _config(args)
+    ctx = Context.from_config(cfg)
+    items = discover([Path(p) for p in args.paths])
+    progress = None
+    if not args.json and sys.stderr.isatty() and len(items) > 1:
+        from tqdm import tqdm
+
+        progress = tqdm(total=len(items), unit="file", file=sys.stderr)
+    failures = 0
+    for item in items:
+        result: JobResult = process(ctx, item.path) if item.error is None else item.rejected(ctx)
+        if progress:
+            progress.update(1)
+        if not result.ok:
+            failures += 1
+        if args.json:
+            print(json.dumps(result.to_json(), ensure_ascii=False), flush=True)
+        elif result.ok:
+            print(f"{result.outcome.value}: {result.source} -> {result.asset_id}", flush=True)
+        else:
+            err = result.error
+            print(f"{result.outcome.value}: {result.source}: {err.code}: {err.message}", file=sys.stderr, flush=True)
+    if progress:
+        progress.close()
+    return 1 if failures else 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from origin.server import serve
+
+    cfg = _config(args, origin={"host": args.host, "port": args.port, "workers": args.workers})
+    return serve(cfg)
+
+
+def cmd_sign(args: argparse.Namespace) -> int:
+    from origin.signing import parse_ttl, playback_urls
+
+    cfg = _config(args)
+    if not cfg.origin.signing_key:
+        raise ConfigError("signing needs a key: set [origin] signing_key or TONEARM_SIGNING_KEY")
+    for url in playback_urls(cfg, args.asset, parse_ttl(args.ttl), base=args.base):
+        print(url)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tonearm.demo import write_demo_master
+
+    cfg = _config(args)
+    path = write_demo_master(Path(args.out) if args.out else cfg.data_dir / "demo", cfg)
+    print(path)
+    return 0
+
+
+def cmd_assets(args: argparse.Namespace) -> int:
+    from tonearm.catalog import Catalog
+
+    cfg = _config(args)
+    for rec in Catalog(cfg.catalog_path).list(limit=args.limit, offset=args.offset):
+        title = (rec.info.get("tags") or {}).get("title") or rec.source_name
+        print(f"{rec.id}  {rec.state.value:<12} {title}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="tonearm", description="Adaptive-bitrate audio pipeline and origin.")
+    p.add_argument("--config", help="TOML config file (default: $TONEARM_CONFIG)")
+    p.add_argument("--data", help="data directory (default: ./data or $TONEARM_DATA)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log ffmpeg command lines and more")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("doctor", help="show which ffmpeg is used and whether the ladder's encoders exist").set_defaults(
+        func=cmd_doctor
+    )
+
+    s = sub.add_parser("ingest", help="validate, transcode, package and publish masters (files or folders)")
+    s.add_argument("paths", nargs="+", help="files or folders")
+    s.add_argument("--json", action="store_true", help="one JSON record per input on stdout")
+    s.set_defaults(func=cmd_ingest)
+
+    s = sub.add_parser("serve", help="run the HLS/DASH origin")
+    s.add_argument("--host")
+    s.add_argument("--port", type=int)
+    s.add_argument("--workers", type=int)
+    s.set_defaults(func=cmd_serve)
+
+    s = sub.add_parser("sign", help="print signed playback URLs for an asset")
+    s.add_argument("asset")
+    s.add_argument("--ttl", default="1h", help="lifetime, e.g. 90s, 15m, 1h, 2d")
+    s.add_argument("--base", default=None, help="origin base URL (default: from [origin] host/port)")
+    s.set_defaults(func=cmd_sign)
+
+    s = sub.add_parser("demo", help="generate the embedded demo master (music-like, tagged, with artwork)")
+    s.add_argument("--out", help="output folder")
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("assets", help="list the catalog")
+    s.add_argument("--limit", type=int, default=50)
+    s.add_argument("--offset", type=int, default=0)
+    s.set_defaults(func=cmd_assets)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"tonearm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("tonearm: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,175 @@
+"""Locating and running ffmpeg.
+
+ffmpeg is always an argv list (never a shell string), the binary is probed
+once, the exact command is logged, stderr is captured and a non-zero exit or a
+timeout becomes a typed error.  Both the blocking and the asyncio runners kill
+the whole process on timeout or cancellation so no encoder outlives its job.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+from dataclasses import dataclass
+from typing import Sequence
+
+log = logging.getLogger("tonearm.ffmpeg")
+
+NEEDED_ENCODERS = ("aac", "libopus", "flac")
+
+
+class FfmpegError(RuntimeError):
+    """ffmpeg could not be found or a run failed."""
+
+    code = "ffmpeg_failed"
+
+    def __init__(self, message: str, *, argv: Sequence[str] = (), stderr: str = "", returncode: int | None = None):
+        super().__init__(message)
+        self.argv = list(argv)
+        self.stderr = stderr
+        self.returncode = returncode
+
+    def tail(self, lines: int = 8) -> str:
+        return "\n".join(self.stderr.strip().splitlines()[-lines:])
+
+
+class FfmpegNotFound(FfmpegError):
+    code = "ffmpeg_not_found"
+
+
+class FfmpegTimeout(FfmpegError):
+    code = "ffmpeg_timeout"
+
+
+@dataclass(frozen=True)
+class FfmpegInfo:
+    path: str
+    source: str  # "config" | "TONEARM_FFMPEG" | "system" | "imageio-ffmpeg"
+    version: str
+    encoders: frozenset[str]
+
+    @property
+    def missing_encoders(self) -> list[str]:
+        return [e for e in NEEDED_ENCODERS if e not in self.encoders]
+
+
+def _candidates(configured: str) -> list[tuple[str, str]]:
+    out: list[tuple[str, str]] = []
+    if configured:
+        out.append((configured, "config"))
+    if os.environ.get("TONEARM_FFMPEG"):
+        out.append((os.environ["TONEARM_FFMPEG"], "TONEARM_FFMPEG"))
+    system = shutil.which("ffmpeg")
+    if system:
+        out.append((system, "system"))
+    try:
+        import imageio_ffmpeg
+
+        out.append((imageio_ffmpeg.get_ffmpeg_exe(), "imageio-ffmpeg"))
+    except Exception:  # the wheel may lack a binary for this platform
+        pass
+    return out
+
+
+@functools.lru_cache(maxsize=8)
+def locate(configured: str = "") -> FfmpegInfo:
+    """Find ffmpeg: config, then TONEARM_FFMPEG, then the system's, then imageio-ffmpeg's."""
+    tried = []
+    for path, source in _candidates(configured):
+        resolved = shutil.which(path) or path
+        if not os.path.isfile(resolved) or not os.access(resolved, os.X_OK):
+            tried.append(f"{path} ({source}): not an executable file")
+            continue
+        try:
+            version = subprocess.run(
+                [resolved, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30
+            ).stdout
+            encoders = subprocess.run(
+                [resolved, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30
+            ).stdout
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            tried.append(f"{path} ({source}): {exc}")
+            continue
+        first = version.splitlines()[0] if version else "unknown"
+        m = re.match(r"ffmpeg version (\S+)", first)
+        names = frozenset(
+            parts[1] for line in encoders.splitlines() if len(parts := line.split()) >= 2 and len(parts[0]) == 6
+        )
+        return FfmpegInfo(path=resolved, source=source, version=m.group(1) if m else first, encoders=names)
+    raise FfmpegNotFound(
+        "no usable ffmpeg: install one (apt-get install ffmpeg), set TONEARM_FFMPEG, "
+        "or pip install imageio-ffmpeg. Tried: " + "; ".join(tried or ["nothing found"])
+    )
+
+
+def run(argv: Sequence[str], *, timeout: float, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
+    """Run an ffmpeg-family argv to completion, killing it on timeout."""
+    log.info("run: %s", shlex.join(argv))
+    proc = subprocess.Popen(
+        list(argv),
+        stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(input=input, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        _kill(proc.pid)
+        out, err = proc.communicate()
+        raise FfmpegTimeout(
+            f"{os.path.basename(argv[0])} did not finish within {timeout:.0f} s",
+            argv=argv, stderr=err.decode(errors="replace"),
+        ) from None
+    except BaseException:  # KeyboardInterrupt and friends: never leave an orphan encoder
+        _kill(proc.pid)
+        proc.wait()
+        raise
+    stderr = err.decode(errors="replace")
+    if proc.returncode != 0:
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
+        raise FfmpegError(
+            f"{os.path.basename(argv[0])} exited with {proc.returncode}: {last}",
+            argv=argv, stderr=stderr, returncode=proc.returncode,
+        )
+    return subprocess.CompletedProcess(list(argv), proc.returncode, out, stderr.encode())
+
+
+async def run_async(argv: Sequence[str], *, timeout: float) -> tuple[bytes, str]:
+    """Run an argv without blocking the loop; killed on timeout and on cancellation."""
+    log.info("run: %s", shlex.join(argv))
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except asyncio.TimeoutError:
+        _kill(proc.pid)
+        await proc.wait()
+        raise FfmpegTimeout(f"{os.path.basename(argv[0])} did not finish within {timeout:.0f} s", argv=argv) from None
+    except asyncio.CancelledError:
+        _kill(proc.pid)
+        await proc.wait()
+        raise
+    stderr = err.decode(errors="replace")
+    if proc.returncode != 0:
+        raise FfmpegError(
+            f"{os.path.basename(argv[0])} exited with {proc.returncode}", argv=argv, stderr=stderr,
+            returncode=proc.returncode,
+        )
+    return out, stderr
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass

@@ -1,0 +1,139 @@
+"""Plain data types that flow between stages.
+
+Stages never reach into each other's internals: ingest produces a
+``MasterInfo``, transcode produces ``EncodedRendition``s, the packager emits
+``SegmentEvent``s and returns ``PackagedRendition``s, and manifests render
+from those.  Times are integer ticks in the track timescale until a manifest
+is rendered (shaka-packager's rule), so nothing drifts.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class AssetState(str, enum.Enum):
+    RECEIVED = "received"
+    VALIDATED = "validated"
+    TRANSCODING = "transcoding"
+    PACKAGING = "packaging"
+    PUBLISHED = "published"
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Loudness:
+    """EBU R128 measurements of a whole master."""
+
+    integrated_lufs: float | None
+    loudness_range_lu: float | None
+    true_peak_dbtp: float | None
+    sample_peak_dbfs: float | None = None
+    silent: bool = False
+    clipping: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Artwork:
+    mime: str
+    size: int
+    sha256: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tags:
+    title: str | None = None
+    artist: str | None = None
+    album: str | None = None
+    isrc: str | None = None
+    track_number: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class MasterInfo:
+    """What ingest learned about one accepted master."""
+
+    asset_id: str  # sha256 of the master's bytes, hex
+    source_name: str  # original file name, for people only
+    size: int
+    container: str  # ffmpeg format name, e.g. "flac", "wav", "mov,mp4,m4a,3gp,3g2,mj2"
+    codec: str  # ffmpeg codec name of the audio stream
+    sample_rate: int
+    channels: int
+    channel_layout: str | None
+    bits_per_sample: int | None
+    duration_s: float  # decoded duration
+    header_duration_s: float | None
+    loudness: Loudness
+    tags: Tags = field(default_factory=Tags)
+    artwork: Artwork | None = None
+    has_video: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
+class Rung:
+    """One rendition of the ladder, as configured."""
+
+    name: str  # path-safe id, e.g. "aac_256k"
+    codec: str  # "aac" | "opus" | "flac"
+    bitrate: int | None  # bits/s; None for lossless
+    sample_rate: int = 48000
+    channels: int | None = None  # None: keep the master's layout (downmix rule in transcode)
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodedRendition:
+    """One rung as written by the encoder: a plain MP4 in the staging area."""
+
+    rung: Rung
+    path: Path
+    channels: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class SegmentEvent:
+    """Announced by the packager for every media segment it writes."""
+
+    rung: str
+    index: int  # 1-based
+    start: int  # ticks, = tfdt baseMediaDecodeTime
+    duration: int  # ticks
+    size: int  # bytes of the segment (moof+mdat, plus styp if any)
+    uri: str  # relative to the rendition's playlist
+    offset: int | None = None  # byte offset in the single file, single-file layout only
+
+
+@dataclass(frozen=True, kw_only=True)
+class PackagedRendition:
+    """Everything the manifest writers need to know about one rendition."""
+
+    rung: Rung
+    codecs: str  # RFC 6381 string read from the init segment, e.g. "mp4a.40.2"
+    timescale: int  # = sample rate
+    sample_rate: int
+    channels: int
+    init_uri: str
+    init_size: int
+    segments: tuple[SegmentEvent, ...]
+    priming: int  # ticks skipped at the start (edit list media_time)
+    presentation_duration: int  # ticks, = master duration (edit list duration)
+    single_file: bool = False
+    index_range: tuple[int, int] | None = None  # sidx byte range, single-file only
+    init_range: tuple[int, int] | None = None  # init byte range, single-file only
+
+    @property
+    def media_duration(self) -> int:
+        return sum(s.duration for s in self.segments)
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobError:
+    """A machine-readable reason a master was rejected or a job failed."""
+
+    code: str
+    message: str
+    details: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,194 @@
+"""The whole pipeline, assembled in one readable function.
+
+    master file -> ingest.inspect -> transcode.encode_ladder -> packager.package
+                -> manifests.write_manifests -> storage.publish
+
+Each stage is a package of its own and speaks only the plain types in
+``tonearm.model``.  The catalog lease makes the job idempotent: the same bytes
+ingested twice, or at once from two processes, become one asset and are
+encoded once; a crashed job's lease expires and the next run starts over from
+a fresh staging directory (nothing was visible, so nothing is half-published).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import logging
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from tonearm.catalog import Catalog, Claim
+from tonearm.config import Config
+from tonearm.ffmpeg import FfmpegError, locate
+from tonearm.model import AssetState, JobError, MasterInfo
+from tonearm.storage import DESCRIPTOR, Storage, open_storage, write_json_atomic
+
+log = logging.getLogger("tonearm.pipeline")
+
+
+class Outcome(str, enum.Enum):
+    PUBLISHED = "published"  # this run published it
+    ALREADY_PUBLISHED = "already_published"  # same bytes were published before: no work done
+    QUARANTINED = "quarantined"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class JobResult:
+    source: str
+    outcome: Outcome
+    asset_id: str | None = None
+    error: JobError | None = None
+    info: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (Outcome.PUBLISHED, Outcome.ALREADY_PUBLISHED)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "source": self.source,
+            "outcome": self.outcome.value,
+            "asset_id": self.asset_id,
+            "error": dataclasses.asdict(self.error) if self.error else None,
+            "info": self.info,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Context:
+    """What a job needs, built once per process."""
+
+    cfg: Config
+    storage: Storage
+    catalog: Catalog
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "Context":
+        storage = open_storage(cfg)
+        return cls(cfg=cfg, storage=storage, catalog=Catalog(cfg.catalog_path))
+
+
+def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult:
+    """Ingest one master and publish it, or quarantine it with a reason."""
+    from ingest import Rejected, content_id, inspect  # stages are imported where they are used
+
+    t0 = time.monotonic()
+    source = str(path)
+    try:
+        asset_id = content_id(path)
+    except Rejected as rej:
+        return _quarantine(ctx, path, None, rej.error, t0)
+
+    claim = ctx.catalog.claim(asset_id, path.name)
+    deadline = time.monotonic() + wait_busy
+    while claim is Claim.BUSY and time.monotonic() < deadline:
+        time.sleep(0.5)  # another worker is on the same bytes: wait for its result
+        claim = ctx.catalog.claim(asset_id, path.name)
+    if claim is not Claim.CLAIMED:
+        return _existing(ctx, source, asset_id, t0)
+
+    try:
+        ffmpeg = locate(ctx.cfg.ffmpeg.path)
+        try:
+            info = inspect(path, asset_id=asset_id, ffmpeg=ffmpeg, timeout=ctx.cfg.ffmpeg.timeout)
+        except Rejected as rej:
+            return _quarantine(ctx, path, asset_id, rej.error, t0)
+        stored = ctx.storage.store_master(path, asset_id, path.suffix.lower())
+        ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
+        descriptor = _build(ctx, stored, info, ffmpeg)
+        ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
+        return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
+                         seconds=time.monotonic() - t0)
+    except FfmpegError as exc:
+        err = JobError(code=exc.code, message=str(exc), details={"stderr_tail": exc.tail()})
+    except Exception as exc:  # a job failure must be recorded, never lost in a traceback
+        log.exception("job failed for %s", source)
+        err = JobError(code="internal_error", message=f"{type(exc).__name__}: {exc}")
+    ctx.catalog.set_state(asset_id, AssetState.FAILED, error=dataclasses.asdict(err))
+    return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
+                     seconds=time.monotonic() - t0)
+
+
+def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any) -> dict[str, Any]:
+    """Encode, package and write manifests in staging, then publish in one step."""
+    from manifests import write_manifests
+    from packager import package
+    from transcode import encode_ladder
+
+    cfg = ctx.cfg
+    if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update
+        return ctx.storage.read_descriptor(info.asset_id) or {}
+    clean = getattr(ctx.storage, "clean_stale_staging", None)
+    if clean:
+        clean(info.asset_id)
+    staging = ctx.storage.new_staging(info.asset_id)
+    try:
+        ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
+        encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
+                                timeout=cfg.ffmpeg.timeout)
+        ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
+        layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout) for layout in cfg.ladder.layouts}
+        manifest_uris = write_manifests(staging, layouts, info)
+        shutil.rmtree(staging / ".encode", ignore_errors=True)
+        descriptor = {
+            **master_json(info),
+            "manifests": manifest_uris,
+            "renditions": [_rendition_json(p) for p in next(iter(layouts.values()))],
+            "published_at": time.time(),
+        }
+        write_json_atomic(staging / DESCRIPTOR, descriptor)
+        ctx.storage.publish(info.asset_id, staging)
+        return descriptor
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _rendition_json(p: Any) -> dict[str, Any]:
+    return {
+        "name": p.rung.name,
+        "codec": p.rung.codec,
+        "codecs": p.codecs,
+        "nominal_bitrate": p.rung.bitrate,
+        "sample_rate": p.sample_rate,
+        "channels": p.channels,
+        "segments": len(p.segments),
+    }
+
+
+def master_json(info: MasterInfo) -> dict[str, Any]:
+    return dataclasses.asdict(info)
+
+
+def _quarantine(ctx: Context, path: Path, asset_id: str | None, error: JobError, t0: float) -> JobResult:
+    reason = {"source": str(path), "source_name": path.name, **dataclasses.asdict(error), "at": time.time()}
+    key = asset_id or error.details.get("quarantine_id") or "unidentified"
+    folder = ctx.storage.quarantine(path, key, reason)
+    if asset_id:
+        ctx.catalog.set_state(asset_id, AssetState.QUARANTINED, error=dataclasses.asdict(error))
+    log.warning("quarantined %s: %s (%s) -> %s", path, error.code, error.message, folder)
+    return JobResult(source=str(path), outcome=Outcome.QUARANTINED, asset_id=asset_id, error=error,
+                     seconds=time.monotonic() - t0)
+
+
+def _existing(ctx: Context, source: str, asset_id: str, t0: float) -> JobResult:
+    rec = ctx.catalog.get(asset_id)
+    elapsed = time.monotonic() - t0
+    if rec is not None and rec.state is AssetState.QUARANTINED:
+        err = JobError(**rec.error) if rec.error else JobError(code="quarantined", message="quarantined earlier")
+        return JobResult(source=source, outcome=Outcome.QUARANTINED, asset_id=asset_id, error=err, seconds=elapsed)
+    if rec is not None and rec.state is AssetState.PUBLISHED:
+        return JobResult(source=source, outcome=Outcome.ALREADY_PUBLISHED, asset_id=asset_id, info=rec.info,
+                         seconds=elapsed)
+    err = JobError(code="busy", message="another worker is still processing these bytes")
+    return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err, seconds=elapsed)
+
+
+Progress = Callable[[JobResult], None]

@@ -1,0 +1,148 @@
+"""Where masters, quarantined files and published assets live.
+
+The pipeline always writes an asset into a local staging directory first;
+``publish`` then makes it visible in one step.  On local disk that step is a
+directory rename (atomic on POSIX).  Object stores have no rename, so their
+backend uploads media first, manifests next and the ``asset.json`` descriptor
+last: the origin only serves assets whose descriptor exists, so a reader never
+sees a half-published asset.
+
+Layout under the storage root::
+
+    masters/<id[:2]>/<id><ext>        accepted masters, immutable
+    quarantine/<id>/master.bin        rejected inputs, kept with reason.json
+    staging/<id>.<random>/            work in progress, never served
+    published/<id>/asset.json         the publish marker, written last
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Protocol
+
+DESCRIPTOR = "asset.json"
+ASSET_ID_RE = re.compile(r"^[0-9a-f]{64}$")
+MANIFEST_SUFFIXES = (".m3u8", ".mpd")
+
+
+def is_asset_id(value: str) -> bool:
+    return bool(ASSET_ID_RE.match(value))
+
+
+def publish_order(files: list[str]) -> list[str]:
+    """Media and init first, manifests next, the descriptor last."""
+
+    def rank(name: str) -> int:
+        if name.endswith(DESCRIPTOR):
+            return 2
+        return 1 if name.endswith(MANIFEST_SUFFIXES) else 0
+
+    return sorted(files, key=lambda n: (rank(n), n))
+
+
+class Storage(Protocol):
+    root: Path  # local working area (staging, masters) even when publishing elsewhere
+
+    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path: ...
+    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path: ...
+    def new_staging(self, asset_id: str) -> Path: ...
+    def publish(self, asset_id: str, staged: Path) -> None: ...
+    def is_published(self, asset_id: str) -> bool: ...
+    def read_descriptor(self, asset_id: str) -> dict[str, Any] | None: ...
+
+
+def _atomic_copy(src: Path, dst: Path) -> None:
+    """Copy via a temp file in the destination dir, then rename: no torn files."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=".tmp-")
+    os.close(fd)
+    try:
+        shutil.copyfile(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json_atomic(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
+        f.write("\n")
+    os.replace(tmp, path)
+
+
+class LocalStorage:
+    """Everything on one local filesystem under ``root``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root).absolute()
+        for sub in ("masters", "quarantine", "staging", "published"):
+            (self.root / sub).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def published_root(self) -> Path:
+        return self.root / "published"
+
+    def master_path(self, asset_id: str, suffix: str) -> Path:
+        return self.root / "masters" / asset_id[:2] / f"{asset_id}{suffix}"
+
+    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path:
+        dst = self.master_path(asset_id, suffix)
+        if not dst.exists():
+            _atomic_copy(src, dst)
+        return dst
+
+    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path:
+        folder = self.root / "quarantine" / asset_id
+        target = folder / "master.bin"
+        if not target.exists():
+            try:
+                _atomic_copy(src, target)
+            except OSError as exc:  # unreadable input: keep the reason, say why the bytes are missing
+                reason = {**reason, "copy_error": str(exc)}
+        write_json_atomic(folder / "reason.json", reason)
+        return folder
+
+    def new_staging(self, asset_id: str) -> Path:
+        return Path(tempfile.mkdtemp(dir=self.root / "staging", prefix=f"{asset_id}."))
+
+    def publish(self, asset_id: str, staged: Path) -> None:
+        final = self.published_root / asset_id
+        if (staged / DESCRIPTOR).exists() is False:
+            raise ValueError(f"staged asset {staged} has no {DESCRIPTOR}; refusing to publish")
+        try:
+            os.rename(staged, final)  # atomic; fails if final exists and is non-empty
+        except OSError:
+            if self.is_published(asset_id):  # someone else won the race: same bytes, same result
+                shutil.rmtree(staged, ignore_errors=True)
+                return
+            raise
+
+    def is_published(self, asset_id: str) -> bool:
+        return (self.published_root / asset_id / DESCRIPTOR).is_file()
+
+    def read_descriptor(self, asset_id: str) -> dict[str, Any] | None:
+        try:
+            return json.loads((self.published_root / asset_id / DESCRIPTOR).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+
+    def clean_stale_staging(self, asset_id: str) -> None:
+        """Remove leftovers of crashed runs for this asset (called under the catalog lease)."""
+        for p in (self.root / "staging").glob(f"{asset_id}.*"):
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def open_storage(cfg: "Config") -> Storage:  # noqa: F821 - imported lazily to keep this module light
+    if cfg.storage.backend == "s3":
+        from tonearm.s3storage import S3Storage  # provided by the origin work
+
+        return S3Storage(cfg)
+    return LocalStorage(cfg.storage.root)
