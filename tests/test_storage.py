@@ -1,0 +1,48 @@
+"""Local storage: immutable masters, quarantine keeps bytes, publish is one atomic step."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tonearm.storage import DESCRIPTOR, LocalStorage, publish_order
+
+
+def test_publish_is_atomic_and_idempotent(tmp_path: Path) -> None:
+    st = LocalStorage(tmp_path / "data")
+    aid = "d" * 64
+    staged = st.new_staging(aid)
+    (staged / "a").mkdir()
+    (staged / "a" / "seg-00001.m4s").write_bytes(b"x" * 10)
+    with pytest.raises(ValueError, match="asset.json"):
+        st.publish(aid, staged)  # no descriptor, no publish
+    assert not st.is_published(aid)
+    (staged / DESCRIPTOR).write_text("{}")
+    st.publish(aid, staged)
+    assert st.is_published(aid) and not staged.exists()
+    again = st.new_staging(aid)
+    (again / DESCRIPTOR).write_text('{"second": true}')
+    st.publish(aid, again)  # a racing second publish of the same bytes is a no-op
+    assert st.read_descriptor(aid) == {}
+    assert not again.exists()
+
+
+def test_masters_and_quarantine_keep_bytes(tmp_path: Path) -> None:
+    st = LocalStorage(tmp_path / "data")
+    src = tmp_path / "in.flac"
+    src.write_bytes(b"abc")
+    p = st.store_master(src, "e" * 64, ".flac")
+    assert p.read_bytes() == b"abc" and src.read_bytes() == b"abc"
+    q = st.quarantine(src, "f" * 64, {"code": "decode_error"})
+    assert (q / "master.bin").read_bytes() == b"abc"
+    assert json.loads((q / "reason.json").read_text())["code"] == "decode_error"
+    missing = st.quarantine(tmp_path / "gone.wav", "0" * 64, {"code": "unreadable"})
+    assert "copy_error" in json.loads((missing / "reason.json").read_text())
+
+
+def test_publish_order_puts_manifests_then_descriptor_last() -> None:
+    files = ["x/asset.json", "master.m3u8", "a/seg-00001.m4s", "manifest.mpd", "a/init.mp4", "a/index.m3u8"]
+    order = publish_order(files)
+    assert order[-1] == "x/asset.json"
+    assert set(order[:2]) == {"a/init.mp4", "a/seg-00001.m4s"}
+    assert set(order[2:5]) == {"master.m3u8", "manifest.mpd", "a/index.m3u8"}
