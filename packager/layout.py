@@ -1,0 +1,164 @@
+"""Cut each encoded rendition into CMAF fragments and write one of two layouts.
+
+- ``segmented``: ``<rung>/init.mp4`` and ``<rung>/seg-00001.m4s`` ... (DASH live
+  profile, HLS EXT-X-MAP).
+- ``single``: ``single/<rung>.mp4`` = init + sidx + fragments (DASH on-demand
+  profile SegmentBase, HLS EXT-X-BYTERANGE).
+
+Segment boundaries are at exact multiples of the segment length in the media
+(decode) timeline; a sample belongs to the segment in which it starts.  With
+AAC's 1024-sample and Opus's 960-sample frames and a segment length that is a
+multiple of 15360 samples, every boundary falls on a frame boundary of every
+rendition, so all rungs switch at identical times.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from packager import cmaf
+from packager.codecs import describe
+from packager.demux import Track, read_track
+from tonearm.config import LadderConfig
+from tonearm.model import EncodedRendition, PackagedRendition, SegmentEvent
+
+Listener = Callable[[SegmentEvent], None]
+LAYOUTS = ("segmented", "single")
+
+
+class PackagerError(ValueError):
+    """A rendition cannot be packaged as asked."""
+
+
+@dataclass(frozen=True)
+class _Cut:
+    first: int  # index of the first sample
+    stop: int  # one past the last sample
+    start: int  # ticks: decode time of the first sample (tfdt)
+    duration: int  # ticks
+
+
+def package(encoded: list[EncodedRendition], ladder: LadderConfig, out_dir: Path, *, layout: str,
+            listener: Listener | None = None) -> list[PackagedRendition]:
+    """Package every encoded rendition in ``layout`` under ``out_dir``, announcing each segment."""
+    if layout not in LAYOUTS:
+        raise PackagerError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
+    return [_package_one(e, ladder, Path(out_dir), layout, listener) for e in encoded]
+
+
+def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, layout: str,
+                 listener: Listener | None) -> PackagedRendition:
+    track = read_track(enc.path)
+    entry = describe(track.sample_entry)
+    seg_ticks = Fraction(ladder.segment_samples * track.timescale, ladder.sample_rate)
+    if seg_ticks.denominator != 1 or seg_ticks <= 0:
+        raise PackagerError(
+            f"{enc.rung.name}: segment length {ladder.segment_duration} s is not a whole number of ticks "
+            f"at timescale {track.timescale}"
+        )
+    cuts = list(plan(track, int(seg_ticks)))
+    init = cmaf.init_segment(sample_entry=track.sample_entry, timescale=track.timescale, priming=track.priming,
+                             duration=track.presentation_duration, language=track.language)
+    write = _write_segmented if layout == "segmented" else _write_single
+    events, init_uri, extra = write(enc.rung.name, track, cuts, init, out_dir, listener)
+    return PackagedRendition(
+        rung=enc.rung,
+        codecs=entry.codecs,
+        timescale=track.timescale,
+        sample_rate=entry.sample_rate or track.timescale,
+        channels=entry.channels or enc.channels,
+        init_uri=init_uri,
+        init_size=len(init),
+        segments=tuple(events),
+        priming=track.priming,
+        presentation_duration=track.presentation_duration,
+        single_file=layout == "single",
+        **extra,
+    )
+
+
+def plan(track: Track, seg_ticks: int) -> Iterator[_Cut]:
+    """Group samples by the segment window their start time falls in."""
+    starts = itertools.accumulate(track.durations, initial=0)
+    for _, group in itertools.groupby(zip(range(len(track.durations)), starts), key=lambda p: p[1] // seg_ticks):
+        members = list(group)
+        first, start = members[0]
+        stop = members[-1][0] + 1
+        duration = sum(track.durations[first:stop])
+        yield _Cut(first, stop, start, duration)
+
+
+def _payload(src: BinaryIO, track: Track, cut: _Cut) -> bytes:
+    """Sample bytes of one cut, read in as few runs as the file layout allows."""
+    parts = []
+    run_start = track.offsets[cut.first]
+    run_len = 0
+    for i in range(cut.first, cut.stop):
+        off, size = track.offsets[i], track.sizes[i]
+        if off != run_start + run_len:
+            src.seek(run_start)
+            parts.append(src.read(run_len))
+            run_start, run_len = off, 0
+        run_len += size
+    src.seek(run_start)
+    parts.append(src.read(run_len))
+    data = b"".join(parts)
+    if len(data) != sum(track.sizes[cut.first:cut.stop]):
+        raise PackagerError(f"{track.path.name}: sample data runs past the end of the file (truncated?)")
+    return data
+
+
+def _fragment(src: BinaryIO, track: Track, cut: _Cut, sequence: int) -> bytes:
+    return cmaf.fragment(sequence=sequence, base_time=cut.start, durations=track.durations[cut.first:cut.stop],
+                         sizes=track.sizes[cut.first:cut.stop], payload=_payload(src, track, cut))
+
+
+def _write_segmented(name: str, track: Track, cuts: list[_Cut], init: bytes, out_dir: Path,
+                     listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
+    folder = out_dir / name
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "init.mp4").write_bytes(init)
+    events = []
+    with open(track.path, "rb") as src:
+        for seq, cut in enumerate(cuts, start=1):
+            data = _fragment(src, track, cut, seq)
+            uri = f"seg-{seq:05d}.m4s"
+            (folder / uri).write_bytes(data)
+            event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data), uri=uri)
+            events.append(event)
+            if listener:
+                listener(event)
+    return events, "init.mp4", {}
+
+
+def _write_single(name: str, track: Track, cuts: list[_Cut], init: bytes, out_dir: Path,
+                  listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
+    """init + sidx + fragments in one file; the sidx is written last, into space reserved for it."""
+    folder = out_dir / "single"
+    folder.mkdir(parents=True, exist_ok=True)
+    uri = f"{name}.mp4"
+    index_size = cmaf.sidx_size(len(cuts))
+    events = []
+    with open(track.path, "rb") as src, open(folder / uri, "wb") as out:
+        out.write(init)
+        out.write(bytes(index_size))
+        offset = len(init) + index_size
+        for seq, cut in enumerate(cuts, start=1):
+            data = _fragment(src, track, cut, seq)
+            out.write(data)
+            event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data),
+                                 uri=uri, offset=offset)
+            offset += len(data)
+            events.append(event)
+            if listener:
+                listener(event)
+        index = cmaf.sidx(timescale=track.timescale, earliest=cuts[0].start,
+                          references=[(e.size, e.duration) for e in events])
+        out.seek(len(init))
+        out.write(index)
+    ranges = {"init_range": (0, len(init) - 1), "index_range": (len(init), len(init) + index_size - 1)}
+    return events, uri, ranges
