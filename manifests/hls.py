@@ -1,0 +1,82 @@
+"""HLS multivariant and media playlists for fMP4 audio renditions (RFC 8216)."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
+from typing import Sequence
+
+from manifests import hls_tags as T
+from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
+from tonearm.model import PackagedRendition
+
+
+def seconds(ticks: int, timescale: int) -> str:
+    """Deterministic decimal seconds: six places, trailing zeros dropped ("6.4", "0.021333")."""
+    exact = Fraction(ticks, timescale)
+    q = (Decimal(exact.numerator) / Decimal(exact.denominator)).quantize(Decimal("0.000001"), ROUND_HALF_EVEN)
+    text = format(q, "f").rstrip("0")
+    return text + "0" if text.endswith(".") else text
+
+
+def _quote(value: str) -> str:
+    if '"' in value or "\n" in value or "\r" in value:
+        raise ValueError(f"HLS quoted-string cannot contain quotes or line breaks: {value!r}")
+    return f'"{value}"'
+
+
+def _byterange(length: int, offset: int) -> str:
+    return f"{length}@{offset}"
+
+
+def media_playlist(p: PackagedRendition) -> str:
+    """One rendition's playlist: EXT-X-MAP + one EXTINF per segment (+ EXT-X-BYTERANGE in one file)."""
+    lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", f"{T.TARGETDURATION}:{target_duration(p)}",
+             f"{T.PLAYLIST_TYPE}:{T.VOD}", T.INDEPENDENT_SEGMENTS]
+    map_attrs = f"{T.URI}={_quote(p.init_uri)}"
+    if p.single_file:
+        if p.init_range is None:
+            raise ValueError(f"{p.rung.name}: single-file rendition without an init byte range")
+        first, last = p.init_range
+        map_attrs += f",{T.ATTR_BYTERANGE}={_quote(_byterange(last - first + 1, first))}"
+    lines.append(f"{T.MAP}:{map_attrs}")
+    for s in p.segments:
+        lines.append(f"{T.EXTINF}:{seconds(s.duration, p.timescale)},")
+        if p.single_file:
+            # RFC 8216 4.3.2.2: an explicit offset on every range, so each line stands alone.
+            lines.append(f"{T.BYTERANGE}:{_byterange(s.size, s.offset)}")
+        lines.append(s.uri)
+    lines.append(T.ENDLIST)
+    return "\n".join(lines) + "\n"
+
+
+def variant_order(renditions: Sequence[PackagedRendition]) -> list[PackagedRendition]:
+    """Order variants so the first is a good start rung.
+
+    hls.js starts on the first variant listed (startLevel unset) and Apple
+    clients start on the first too: lead with the AAC rung nearest 128 kb/s
+    (AAC-LC plays everywhere and this rate loads fast), then the other AAC
+    rungs from the highest rate down, then Opus, then lossless last, each
+    from the highest rate down.
+    """
+    family = {"mp4a": 0, "opus": 1, "fLaC": 2}
+    aac = [p for p in renditions if p.codecs.startswith("mp4a")]
+    first = min(aac, key=lambda p: abs((p.rung.bitrate or 0) - 128_000)) if aac else None
+    rest = sorted((p for p in renditions if p is not first),
+                  key=lambda p: (family.get(p.codecs.split(".")[0], 3), -average_bandwidth(p)))
+    return ([first] if first else []) + rest
+
+
+def master_playlist(renditions: Sequence[PackagedRendition], uri_of: dict[str, str]) -> str:
+    """Audio-only multivariant playlist: one EXT-X-STREAM-INF per rendition, each with CODECS.
+
+    Lossless is a variant of its own with CODECS="fLaC", so a client that
+    cannot decode it filters that variant out instead of failing the stream.
+    """
+    lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", T.INDEPENDENT_SEGMENTS]
+    for p in variant_order(renditions):
+        attrs = [f"{T.BANDWIDTH}={peak_bandwidth(p)}", f"{T.AVERAGE_BANDWIDTH}={average_bandwidth(p)}",
+                 f"{T.CODECS}={_quote(p.codecs)}"]
+        lines.append(f"{T.STREAM_INF}:{','.join(attrs)}")
+        lines.append(uri_of[p.rung.name])
+    return "\n".join(lines) + "\n"
