@@ -1,0 +1,151 @@
+"""Encode every rung of the ladder from one decode of the master.
+
+One ffmpeg process per master: the master is decoded once, its timestamps are
+rebuilt from the sample count, it is resampled once to the ladder rate with the
+best resampler available (see ``transcode.resampler``), the channel rule of
+``transcode.channels`` is applied once per distinct channel count, and
+``asplit`` feeds one encoder output per rung::
+
+    [0:a] -> asetpts -> aresample(48 kHz) -> asplit ----------------> flac  (master layout)
+                                     \\-> aresample(downmix) -> asplit -> aac, aac, opus (stereo)
+
+Each output is a plain (non-fragmented) MP4 at ``out_dir/<rung.name>.mp4``
+with no metadata, chapters, artwork or video: the packager cuts CMAF segments
+from these files itself.  Outputs are written with ``-bitexact`` so the same
+master and ladder give the same bytes.
+
+Threads: the audio encoders are single-threaded.  ffmpeg >= 7 runs each output
+in its own thread, so the rungs of one master overlap on two cores; ffmpeg 5.1
+encodes them one after another on one core.  We do not pass ``-threads``
+(nothing here would use it); parallelism across masters is the caller's.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import ffmpeg as ffmpeg_python
+
+from tonearm.config import LadderConfig
+from tonearm.ffmpeg import FfmpegError, FfmpegInfo, run
+from tonearm.model import EncodedRendition, MasterInfo, Rung
+from transcode.channels import remix_options, target_channels
+from transcode.resampler import resample_options
+
+log = logging.getLogger("tonearm.transcode")
+
+ENCODERS = {"aac": "aac", "opus": "libopus", "flac": "flac"}
+
+
+class MissingEncoder(FfmpegError):
+    """The ffmpeg binary lacks an encoder the ladder needs."""
+
+    code = "ffmpeg_missing_encoder"
+
+
+def _codec_options(rung: Rung, info: MasterInfo, channels: int) -> dict[str, object]:
+    opts: dict[str, object] = {"c:a": ENCODERS[rung.codec]}
+    if rung.codec == "flac":
+        # FLAC in MP4 is marked experimental in ffmpeg 5.1's muxer.  f_strict reaches only
+        # the muxer: on the encoder, "experimental" would allow non-streamable 32-bit FLAC.
+        opts["f_strict"] = "experimental"
+    else:
+        opts["b:a"] = str(rung.bitrate)
+    if rung.codec == "opus":
+        # Constrained VBR: libopus's free VBR spends 1.5x the nominal rate on tonal music,
+        # which breaks the ladder's ordering and makes BANDWIDTH a poor predictor.
+        opts["vbr"] = "constrained"
+    if rung.codec == "opus" and channels > 2:
+        opts["mapping_family"] = 1  # RFC 7845 5.1.1.2: Vorbis channel order, up to 8 channels
+    return opts
+
+
+def _flac_format(info: MasterInfo) -> dict[str, object]:
+    """Sample format of the lossless rung: 16-bit masters stay 16-bit (with TPDF dither
+    after the float resampler), deeper masters are stored as 24-bit (s32 -> 24 bps)."""
+    if info.bits_per_sample and info.bits_per_sample <= 16:
+        return {"osf": "s16", "dither_method": "triangular"}
+    return {"osf": "s32"}
+
+
+def build_command(
+    master: Path,
+    info: MasterInfo,
+    ladder: LadderConfig,
+    out_dir: Path,
+    *,
+    ffmpeg: FfmpegInfo,
+    resampler: str | None = None,
+) -> tuple[list[str], list[EncodedRendition]]:
+    """The ffmpeg argv encoding every rung, and the renditions it will write."""
+    rungs = ladder.all_rungs
+    for rung in rungs:
+        if rung.sample_rate != ladder.sample_rate:
+            raise ValueError(f"rung {rung.name}: sample_rate {rung.sample_rate} differs from the ladder's "
+                             f"{ladder.sample_rate}; one master is resampled once, to one rate")
+    missing = sorted({ENCODERS[r.codec] for r in rungs} - ffmpeg.encoders)
+    if missing:
+        raise MissingEncoder(
+            f"{ffmpeg.path} ({ffmpeg.source}, {ffmpeg.version}) has no {', '.join(missing)} encoder; "
+            "install an ffmpeg that has it or set TONEARM_FFMPEG"
+        )
+
+    # Timestamps from the sample count: a master with jittery or offset timestamps
+    # still gives one gapless run of samples starting at 0.
+    decoded = ffmpeg_python.input(str(master)).audio.filter("asetpts", "N/SR/TB")
+    resampled = decoded.filter("aresample", **resample_options(ffmpeg.path, ladder.sample_rate, prefer=resampler))
+
+    by_count: dict[int, list[Rung]] = {}
+    for rung in rungs:
+        by_count.setdefault(target_channels(rung, info.channels), []).append(rung)
+    sources = resampled.filter_multi_output("asplit", len(by_count)) if len(by_count) > 1 else None
+
+    outputs = []
+    renditions = []
+    for i, (channels, group) in enumerate(by_count.items()):
+        branch = sources.stream(i) if sources is not None else resampled
+        if channels != info.channels:
+            branch = branch.filter("aresample", **remix_options(channels))
+        split = branch.filter_multi_output("asplit", len(group)) if len(group) > 1 else None
+        for j, rung in enumerate(group):
+            stream = split.stream(j) if split is not None else branch
+            if rung.codec == "flac":
+                stream = stream.filter("aresample", **_flac_format(info))
+            path = out_dir / f"{rung.name}.mp4"
+            outputs.append(
+                ffmpeg_python.output(
+                    stream, str(path), format="mp4", vn=None, sn=None, dn=None,
+                    map_metadata=-1, map_chapters=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
+                    **_codec_options(rung, info, channels),
+                )
+            )
+            renditions.append(EncodedRendition(rung=rung, path=path, channels=channels))
+
+    graph = ffmpeg_python.merge_outputs(*outputs).global_args(
+        "-hide_banner", "-nostdin", "-nostats", "-loglevel", "warning"
+    )
+    argv = graph.compile(cmd=ffmpeg.path, overwrite_output=True)
+    order = {r.path: r for r in renditions}  # keep the ladder's order in the result
+    return argv, [order[out_dir / f"{r.name}.mp4"] for r in rungs]
+
+
+def encode_ladder(
+    master: Path,
+    info: MasterInfo,
+    ladder: LadderConfig,
+    out_dir: Path,
+    *,
+    ffmpeg: FfmpegInfo,
+    timeout: float,
+) -> list[EncodedRendition]:
+    """Encode all rungs of ``ladder`` from ``master`` in one ffmpeg run."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv, renditions = build_command(master, info, ladder, out_dir, ffmpeg=ffmpeg)
+    log.info("encoding %s (%d ch, %d Hz) into %s", info.asset_id[:12], info.channels, info.sample_rate,
+             ", ".join(f"{r.rung.name}/{r.channels}ch" for r in renditions))
+    run(argv, timeout=timeout)  # logs the exact argv; kills ffmpeg on timeout or cancel
+    for r in renditions:
+        if not r.path.is_file() or r.path.stat().st_size == 0:
+            raise FfmpegError(f"ffmpeg reported success but wrote no {r.path.name}", argv=argv)
+    return renditions
