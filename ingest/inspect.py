@@ -1,0 +1,161 @@
+"""Validate one master and describe it, or reject it with a stable code.
+
+Order: probe the container (cheap, in-process), check channels and rate,
+walk a WAV's chunks, then decode every sample once while measuring loudness,
+and compare what decoded with what the header promised.
+
+Duration tolerance.  Lossless codecs (PCM, FLAC, ALAC, ...) state their exact
+sample count, so decoded and header length must agree to within 1 ms.  Lossy
+codecs carry encoder delay and padding that containers describe with varying
+care (MP3 LAME gapless info, MP4 edit lists, Ogg pre-skip), so they get
+0.1 s plus 0.05% of the length (1.8 s per hour).  A header length that ffmpeg
+itself only estimated from the bit rate (an MP3 without a Xing/Info/VBRI
+frame, raw ADTS AAC) is not a claim and is not compared: such a file is only
+caught as truncated if the cut leaves a damaged frame (``decode_error``).
+Ogg states no length at all (ffmpeg's "header" length is the last page's
+granule position); a cut Ogg file is found by its missing end-of-stream page
+(:mod:`ingest.ogg`).  Decode errors also shorten the audio: a shortfall of at
+most 0.5 s per reported error is blamed on damaged frames (``decode_error``),
+anything more means the end is missing (``truncated``).
+
+Audio with video (a music video, a screen recording): accepted; the first
+audio stream is validated and published, video is ignored, and
+``MasterInfo.has_video`` is set so an operator can tell.  Video only:
+``no_audio_stream``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ingest.decode import Decoded, decode, parse_decode_log
+from ingest.errors import (
+    DECODE_ERROR, DURATION_MISMATCH, FFMPEG_FAILED, FFMPEG_TIMEOUT, NOT_AUDIO, TRUNCATED, UNSUPPORTED_CHANNELS,
+    UNSUPPORTED_SAMPLE_RATE, ZERO_DURATION, reject,
+)
+from ingest.ogg import ends_with_eos
+from ingest.probe import probe
+from ingest.riff import read_wav_layout
+from ingest.tags import read_tags
+from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
+from tonearm.model import Loudness, MasterInfo
+
+MIN_CHANNELS, MAX_CHANNELS = 1, 8
+MIN_RATE, MAX_RATE = 8_000, 192_000
+LOSSLESS_TOLERANCE_S = 0.001
+LOSSY_TOLERANCE_S = 0.1
+LOSSY_TOLERANCE_FRACTION = 0.0005
+LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten"})
+MAX_ERRORS_KEPT = 5
+# A damaged frame costs at most one frame of audio (FLAC's largest common block, 4608 samples, is
+# ~0.1 s at 44.1 kHz); a shortfall beyond 0.5 s per reported error means the end is missing.
+SECONDS_LOST_PER_ERROR = 0.5
+
+
+def is_lossless(codec: str) -> bool:
+    return codec.startswith("pcm_") or codec in LOSSLESS_CODECS
+
+
+def tolerance_s(codec: str, header_s: float) -> float:
+    if is_lossless(codec):
+        return LOSSLESS_TOLERANCE_S
+    return LOSSY_TOLERANCE_S + LOSSY_TOLERANCE_FRACTION * header_s
+
+
+def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) -> MasterInfo:
+    """Everything ingest checks about one master; raises ``Rejected`` with a code from ``ingest.errors``."""
+    path = Path(path)
+    size = os.stat(path).st_size
+    pr = probe(path, ffmpeg=ffmpeg, timeout=timeout)
+    where = {"container": pr.container, "codec": pr.codec}
+    if pr.channels == 0 or pr.sample_rate == 0:  # a demuxer guessed from the name, no real stream
+        raise reject(NOT_AUDIO, "no audio stream parameters could be read; not a recognised audio file", **where)
+    if not MIN_CHANNELS <= pr.channels <= MAX_CHANNELS:
+        raise reject(UNSUPPORTED_CHANNELS, f"{pr.channels} channels; masters must have 1 to 8",
+                     channels=pr.channels, channel_layout=pr.channel_layout, **where)
+    if not MIN_RATE <= pr.sample_rate <= MAX_RATE:
+        raise reject(UNSUPPORTED_SAMPLE_RATE, f"{pr.sample_rate} Hz; masters must be 8000 to 192000 Hz",
+                     sample_rate=pr.sample_rate, **where)
+
+    header_s = pr.header_duration_s
+    header_is_ours = False  # True when we read the length claim ourselves (WAV chunks)
+    riff_info: dict[str, str] = {}
+    wav = read_wav_layout(path) if pr.container == "wav" else None
+    if wav is not None:
+        riff_info = wav.info
+        if wav.trailing_after_data:
+            raise reject(DURATION_MISMATCH,
+                         f"the WAV header claims {wav.data_size} bytes of audio but "
+                         f"{wav.trailing_after_data} more bytes follow the data chunk",
+                         header_data_bytes=wav.data_size, trailing_bytes=wav.trailing_after_data, **where)
+        if wav.data_size is None:
+            header_s, header_is_ours = None, True  # open-ended data chunk: no length claim
+        elif wav.header_frames is not None and wav.sample_rate:
+            header_s, header_is_ours = wav.header_frames / wav.sample_rate, True
+
+    dec = _decode(path, ffmpeg, timeout, where)
+    if dec.duration_estimated and not header_is_ours:
+        header_s = None
+    decoded_s = dec.samples / pr.sample_rate
+    errors = dec.errors[:MAX_ERRORS_KEPT]
+    timing = {"decoded_s": round(decoded_s, 6), "header_s": None if header_s is None else round(header_s, 6),
+              "decoded_samples": dec.samples, **where}
+    if dec.samples == 0:
+        if dec.errors:
+            raise reject(DECODE_ERROR, f"nothing decodes: {dec.errors[0]}", errors=errors, **timing)
+        raise reject(ZERO_DURATION, "the audio stream holds no samples", **timing)
+    if pr.container == "ogg" and not ends_with_eos(path):
+        raise reject(TRUNCATED, "the Ogg stream ends without an end-of-stream page; the file looks cut off",
+                     errors=errors, **timing)
+    tol = tolerance_s(pr.codec, header_s or 0.0)
+    shortfall = (header_s - decoded_s) if header_s is not None else 0.0
+    if shortfall > tol and shortfall > len(dec.errors) * SECONDS_LOST_PER_ERROR:
+        raise reject(TRUNCATED, f"only {decoded_s:.3f} s of the {header_s:.3f} s the header promises decode; "
+                     "the file looks cut off", tolerance_s=tol, errors=errors, **timing)
+    if dec.errors:
+        raise reject(DECODE_ERROR, f"{len(dec.errors)} decode error(s), first: {dec.errors[0]}",
+                     error_count=len(dec.errors), errors=errors, **timing)
+    if header_s is not None and decoded_s > header_s + tol:
+        raise reject(DURATION_MISMATCH, f"{decoded_s:.3f} s decode but the header states {header_s:.3f} s",
+                     tolerance_s=tol, **timing)
+
+    tags, artwork = read_tags(path, riff_info)
+    bits = dec.summary.bits_per_sample if dec.summary and dec.summary.bits_per_sample else pr.bits_per_sample
+    return MasterInfo(
+        asset_id=asset_id,
+        source_name=path.name,
+        size=size,
+        container=pr.container,
+        codec=pr.codec,
+        sample_rate=pr.sample_rate,
+        channels=pr.channels,
+        channel_layout=pr.channel_layout,
+        bits_per_sample=bits if is_lossless(pr.codec) else None,
+        duration_s=decoded_s,
+        header_duration_s=header_s,
+        loudness=Loudness(
+            integrated_lufs=dec.integrated_lufs,
+            loudness_range_lu=dec.loudness_range_lu,
+            true_peak_dbtp=dec.true_peak_dbtp,
+            sample_peak_dbfs=dec.sample_peak_dbfs,
+            silent=dec.silent,
+            clipping=dec.clipping,
+        ),
+        tags=tags,
+        artwork=artwork,
+        has_video=pr.has_video,
+    )
+
+
+def _decode(path: Path, ffmpeg: FfmpegInfo, timeout: float, where: dict[str, str]) -> Decoded:
+    try:
+        return decode(path, ffmpeg=ffmpeg, timeout=timeout)
+    except FfmpegTimeout as exc:
+        raise reject(FFMPEG_TIMEOUT, f"decoding did not finish within {timeout:.0f} s", **where) from exc
+    except FfmpegError as exc:  # ffmpeg gives up when too many packets fail (-max_error_rate)
+        dec = parse_decode_log(exc.stderr)
+        if dec.errors:
+            raise reject(DECODE_ERROR, f"decoding failed: {dec.errors[-1]}", errors=dec.errors[:MAX_ERRORS_KEPT],
+                         error_count=len(dec.errors), **where) from None
+        raise reject(FFMPEG_FAILED, str(exc), stderr_tail=exc.tail(), **where) from None
