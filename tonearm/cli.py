@@ -8,6 +8,7 @@ configuration error.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import logging
 import sys
@@ -55,19 +56,24 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_ingest(args: argparse.Namespace) -> int:
     from ingest.discover import discover
-    from tonearm.pipeline import Context, JobResult, process
+    from tonearm.batch import default_jobs, process_many
+    from tonearm.pipeline import Context
 
     cfg = _config(args)
     ctx = Context.from_config(cfg)
     items = discover([Path(p) for p in args.paths])
+    jobs = default_jobs() if args.jobs is None else args.jobs
+    if jobs < 1:
+        raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
     progress = None
     if not args.json and sys.stderr.isatty() and len(items) > 1:
         from tqdm import tqdm
 
         progress = tqdm(total=len(items), unit="file", file=sys.stderr)
     failures = 0
-    for item in items:
-        result: JobResult = process(ctx, item.path) if item.error is None else item.rejected(ctx)
+    rejected = (item.rejected(ctx) for item in items if item.error is not None)
+    accepted = process_many(cfg, [item.path for item in items if item.error is None], jobs=jobs)
+    for result in itertools.chain(rejected, accepted):
         if progress:
             progress.update(1)
         if not result.ok:
@@ -135,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="validate, transcode, package and publish masters (files or folders)")
     s.add_argument("paths", nargs="+", help="files or folders")
     s.add_argument("--json", action="store_true", help="one JSON record per input on stdout")
+    s.add_argument("--jobs", "-j", type=int, default=None,
+                   help="masters processed at once, one worker process each (default: number of cores)")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("serve", help="run the HLS/DASH origin")

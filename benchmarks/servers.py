@@ -1,0 +1,274 @@
+"""The servers a benchmark runs on loopback: tonearm's origin, plain nginx, the nginx edge.
+
+Each is a context manager that starts the process, waits until it answers
+HTTP, and stops it (TERM, then KILL) on exit.  ``pids()`` lists the serving
+processes (a master and its workers) so memory can be sampled from
+``/proc/<pid>/status``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+EDGE_TEMPLATE = ROOT / "deploy" / "nginx-edge.conf"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def nginx_binary() -> str:
+    found = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else None)
+    if not found:
+        raise RuntimeError("nginx not found: run scripts/test-deps.sh (installs nginx-light)")
+    return found
+
+
+def children(pid: int) -> list[int]:
+    """Direct and indirect child processes of ``pid`` (from /proc)."""
+    by_parent: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        by_parent.setdefault(ppid, []).append(int(entry.name))
+    out, todo = [], [pid]
+    while todo:
+        for child in by_parent.get(todo.pop(), []):
+            out.append(child)
+            todo.append(child)
+    return out
+
+
+def rss_kib(pids: Sequence[int]) -> int:
+    """Sum of VmRSS over ``pids`` that still exist, in KiB."""
+    total = 0
+    for pid in pids:
+        try:
+            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1])
+                    break
+        except OSError:
+            pass
+    return total
+
+
+class RssSampler:
+    """Samples the summed VmRSS of some processes every ``interval`` seconds in a thread."""
+
+    def __init__(self, pids: Sequence[int], interval: float = 0.25) -> None:
+        self.pids = list(pids)
+        self.interval = interval
+        self.samples: list[tuple[float, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._t0 = time.monotonic()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append((time.monotonic() - self._t0, rss_kib(self.pids)))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append((time.monotonic() - self._t0, rss_kib(self.pids)))
+
+
+class Server:
+    """A child process serving HTTP on 127.0.0.1:port."""
+
+    name = "server"
+
+    def __init__(self, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path: Path | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self, log_dir: Path, *, ready_path: str = "/", env: dict[str, str] | None = None) -> None:
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = log_dir / f"{self.name}-{self.port}.log"
+        with open(self.log_path, "wb") as log:
+            self.proc = subprocess.Popen(self.argv(), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True, env=env)
+        self.wait_ready(ready_path)
+
+    def wait_ready(self, path: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                with urllib.request.urlopen(self.base + path, timeout=2):
+                    return
+            except urllib.error.HTTPError:
+                return  # it answers HTTP: ready
+            except OSError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"{self.name} did not answer on port {self.port} within {timeout} s: {self.log_tail()}")
+
+    def log_tail(self) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-10:]) if self.log_path else ""
+        except OSError:
+            return ""
+
+    def pids(self) -> list[int]:
+        assert self.proc is not None
+        return [self.proc.pid, *children(self.proc.pid)]
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        except ProcessLookupError:
+            pass
+
+    def __enter__(self) -> "Server":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class TonearmOrigin(Server):
+    """``tonearm serve`` over a data directory."""
+
+    name = "tonearm"
+
+    def __init__(self, data: Path, *, workers: int = 1, port: int | None = None) -> None:
+        super().__init__(port)
+        self.data = data
+        self.workers = workers
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "tonearm.cli", "--data", str(self.data), "serve", "--host", "127.0.0.1",
+                "--port", str(self.port), "--workers", str(self.workers)]
+
+
+class NginxStatic(Server):
+    """nginx serving a directory the way a tuned static origin would: 1 worker, sendfile."""
+
+    name = "nginx"
+
+    def __init__(self, root: Path, run_dir: Path, *, prefix: str = "/", workers: int = 1,
+                 headers: dict[str, str] | None = None, port: int | None = None) -> None:
+        super().__init__(port)
+        self.root = root
+        self.run_dir = run_dir
+        self.prefix = prefix
+        self.workers = workers
+        self.headers = headers or {}
+
+    def argv(self) -> list[str]:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        conf = self.run_dir / f"nginx-{self.port}.conf"
+        add = "".join(f'            add_header {k} "{v}";\n' for k, v in self.headers.items())
+        conf.write_text(f"""
+worker_processes {self.workers};
+worker_rlimit_nofile 65536;
+pid {self.run_dir}/nginx-{self.port}.pid;
+error_log stderr warn;
+daemon off;
+events {{ worker_connections 8192; }}
+http {{
+    types {{ application/vnd.apple.mpegurl m3u8; application/dash+xml mpd; video/mp4 mp4 m4s; audio/mp4 m4a; }}
+    default_type application/octet-stream;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_requests 100000;
+    open_file_cache max=10000 inactive=60s;
+    access_log off;
+    client_body_temp_path {self.run_dir}/body-{self.port};
+    proxy_temp_path {self.run_dir}/proxy-{self.port};
+    server {{
+        listen 127.0.0.1:{self.port} backlog=4096;
+        location {self.prefix} {{
+            alias {self.root}/;
+{add}        }}
+    }}
+}}
+""")
+        return [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir)]
+
+
+def render_edge_config(*, listen: str, origin: str, cache_dir: Path, runtime_dir: Path,
+                       worker_processes: str = "1", worker_connections: int = 8192,
+                       cache_max_size: str = "2g", template: Path = EDGE_TEMPLATE) -> str:
+    """deploy/nginx-edge.conf with its {{NAME}} placeholders filled in."""
+    text = template.read_text()
+    values = {"LISTEN": listen, "ORIGIN": origin, "CACHE_DIR": str(cache_dir), "RUNTIME_DIR": str(runtime_dir),
+              "WORKER_PROCESSES": worker_processes, "WORKER_CONNECTIONS": str(worker_connections),
+              "CACHE_MAX_SIZE": cache_max_size}
+    for key, value in values.items():
+        text = text.replace("{{" + key + "}}", value)
+    left = [ln for ln in text.splitlines() if "{{" in ln and not ln.lstrip().startswith("#")]
+    if left:
+        raise ValueError(f"unfilled placeholder in the edge template: {left[0].strip()}")
+    return text
+
+
+class Edge(Server):
+    """The shipped edge configuration in front of an origin."""
+
+    name = "edge"
+
+    def __init__(self, origin_port: int, run_dir: Path, *, workers: str = "1", port: int | None = None) -> None:
+        super().__init__(port)
+        self.origin_port = origin_port
+        self.run_dir = run_dir
+        self.workers = workers
+
+    @property
+    def access_log(self) -> Path:
+        return self.run_dir / "edge-access.log"
+
+    def argv(self) -> list[str]:
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+        (self.run_dir / "cache").mkdir(parents=True)
+        conf = self.run_dir / "nginx-edge.conf"
+        conf.write_text(render_edge_config(
+            listen=f"127.0.0.1:{self.port}", origin=f"127.0.0.1:{self.origin_port}", cache_dir=self.run_dir / "cache",
+            runtime_dir=self.run_dir, worker_processes=self.workers, worker_connections=16384))
+        return [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir)]
+
+    def flush_log(self) -> None:
+        """nginx writes buffered log lines on USR1 (reopen)."""
+        assert self.proc is not None
+        os.kill(self.proc.pid, signal.SIGUSR1)
+        time.sleep(0.5)

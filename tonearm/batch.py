@@ -1,0 +1,83 @@
+"""Ingest many masters across worker processes.
+
+Debian's ffmpeg 5.1 runs all rungs of one encoder process on one core
+(performance-calibration notes), so one master at a time leaves the other
+cores idle.  Running whole masters in parallel, one ``process()`` per worker
+process, keeps every core busy.  Each worker builds its own ``Context``: the
+SQLite catalog and the storage are safe across processes (the catalog lease
+decides who encodes shared bytes), but connections must not cross a fork.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from tonearm.config import Config
+from tonearm.model import JobError
+from tonearm.pipeline import Context, JobResult, Outcome, process
+
+_worker_ctx: Context | None = None
+
+
+def default_jobs() -> int:
+    """One worker per core: a master's encode keeps one core busy."""
+    return os.cpu_count() or 1
+
+
+def _init_worker(cfg: Config) -> None:
+    global _worker_ctx
+    _worker_ctx = Context.from_config(cfg)
+
+
+def _run_one(path: Path) -> JobResult:
+    assert _worker_ctx is not None, "worker was not initialised"
+    return process(_worker_ctx, path)
+
+
+def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[JobResult]:
+    """Yield one ``JobResult`` per path, in completion order, using up to ``jobs`` processes.
+
+    With ``jobs == 1`` or a single path everything runs in this process (no
+    pool start-up cost, tracebacks stay simple).  Workers are started with
+    ``spawn`` so no SQLite handle or thread state is inherited; on an
+    interrupt the queued jobs are cancelled and running encoders are killed by
+    ``tonearm.ffmpeg.run`` in each worker.
+    """
+    paths = list(paths)
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, got {jobs}")
+    if jobs == 1 or len(paths) <= 1:
+        ctx = Context.from_config(cfg)
+        for path in paths:
+            yield process(ctx, path)
+        return
+    pool = ProcessPoolExecutor(
+        max_workers=min(jobs, len(paths)),
+        mp_context=multiprocessing.get_context("spawn"),
+        initializer=_init_worker,
+        initargs=(cfg,),
+    )
+    try:
+        sources: dict[Future[JobResult], Path] = {pool.submit(_run_one, p): p for p in paths}
+        pending = set(sources)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                yield _result(fut, sources[fut])
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+
+
+def _result(fut: Future[JobResult], path: Path) -> JobResult:
+    """A worker that died (OOM kill, segfault) fails its job with a reason instead of the batch."""
+    try:
+        return fut.result()
+    except Exception as exc:
+        err = JobError(code="worker_crashed", message=f"{type(exc).__name__}: {exc}")
+        return JobResult(source=str(path), outcome=Outcome.FAILED, error=err)
