@@ -1,0 +1,257 @@
+"""The origin application: one catch-all route, dispatched by path prefix.
+
+aiohttp's router, middlewares and ``FileResponse`` each cost more per request
+than serving a cached segment does, so there is a single route whose handler
+picks the branch with a few string tests, measures and logs the request
+itself, and sends cached bytes with precomputed headers (see
+``origin.sources`` for the cache and ``origin.respond`` for the statuses).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from origin import api
+from origin.cache import EntryCache
+from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
+from origin.representation import Kind, classify
+from origin.respond import respond
+from origin.signing import verify
+from origin.sources import LocalSource, Scope, Source
+from tonearm.config import Config
+
+__all__ = ("make_app", "ORIGIN")
+
+log = logging.getLogger("tonearm.origin")
+
+STATIC_ROOT = Path(__file__).parent / "static"
+MAX_PATH = 1024  # longer request paths are hostile or broken: 414-ish, answered 400
+
+# A published file: <asset id>/<file> or <asset id>/<dir>/<file>; names start with a letter, digit, _ or -.
+_NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}"
+ASSET_RE = re.compile(rf"/assets/([0-9a-f]{{64}})/((?:{_NAME}/)?{_NAME})")
+SIGNED_RE = re.compile(r"/s/([^/]{1,200})(/assets/.*)")
+STATIC_RE = re.compile(rf"/static/((?:{_NAME}/){{0,3}}{_NAME})")
+REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+EXPOSE = "Content-Range, Content-Length, Content-Encoding, ETag, Last-Modified, Accept-Ranges, X-Request-Id"
+ALLOW_HEADERS = "Range, If-None-Match, If-Modified-Since, If-Range, If-Match, If-Unmodified-Since, X-Request-Id"
+ROUTE_OF_KIND = {Kind.MEDIA: "media", Kind.INIT: "init", Kind.PLAYLIST: "manifest", Kind.MPD: "manifest",
+                 Kind.DESCRIPTOR: "descriptor", Kind.STATIC: "static"}
+
+PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>tonearm origin</title>
+<h1>tonearm origin</h1><p>The player page is not installed. Assets: <a href="/api/assets">/api/assets</a>.</p>
+"""
+
+
+class Origin:
+    """Per-process state of the server: config, storage source, cache, log."""
+
+    def __init__(self, cfg: Config, source: Source | None = None) -> None:
+        self.cfg = cfg
+        ocfg = cfg.origin
+        self.cache = EntryCache(max(1, ocfg.cache_mb * 1024 * 1024))
+        self.local = LocalSource(cfg.storage.root / "published", STATIC_ROOT, self.cache, ocfg.manifest_ttl)
+        if ocfg.cache_mb <= 0:
+            self.local.max_cached_file = 0  # cache_mb = 0: no bytes cached, every body is streamed from disk
+        if source is None and cfg.storage.backend == "s3":
+            from origin.s3source import S3Source
+
+            source = S3Source(cfg.storage, self.cache, ocfg.manifest_ttl, self.local)
+        self.source: Source = source or self.local
+        self.access = AccessLog(ocfg.access_log)
+        self.key = ocfg.signing_key
+        self.require_signed = ocfg.require_signed
+        self.cors_any = "*" in ocfg.cors_origins
+        self.cors_origins = frozenset(ocfg.cors_origins)
+        self.cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": EXPOSE} \
+            if self.cors_any else {}
+        self._ids = itertools.count(1)
+        self._id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        self.catalog: Any = None  # opened lazily, in an executor (sqlite is blocking)
+
+    # -- the one handler -------------------------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        t0 = time.perf_counter()
+        rid = request.headers.get("X-Request-Id")
+        if rid is None or not REQUEST_ID_RE.fullmatch(rid):
+            rid = self._id_prefix + format(next(self._ids), "x")
+        extra = self._cors(request)
+        extra["X-Request-Id"] = rid
+        METRICS.in_flight.inc()
+        route, status, error = "other", 500, None
+        resp: web.StreamResponse | None = None
+        try:
+            route, resp = await self._dispatch(request, extra)
+            if not resp.prepared:
+                await resp.prepare(request)
+                await resp.write_eof()
+            status = resp.status
+            return resp
+        except (ConnectionError, asyncio.CancelledError) as exc:  # client went away mid-body: not our error
+            status, error = 499, type(exc).__name__
+            METRICS.disconnects.labels(route).inc()
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return resp if resp is not None else web.Response(status=499)
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            log.exception("request %s %s failed", request.method, request.path)
+            if resp is not None and resp.prepared:
+                if request.transport is not None:
+                    request.transport.close()  # headers are out: the only honest signal is a cut connection
+                return resp
+            resp = web.Response(status=502 if route in ROUTE_OF_KIND.values() else 500,
+                                text="upstream storage error\n", headers=extra)
+            await resp.prepare(request)
+            await resp.write_eof()
+            status = resp.status
+            return resp
+        finally:
+            METRICS.in_flight.dec()
+            elapsed = time.perf_counter() - t0
+            nbytes = (resp.content_length or 0) if resp is not None and request.method != "HEAD" and status < 499 \
+                else 0
+            METRICS.observe(route, status, nbytes, elapsed)
+            if self.access.enabled:
+                rec = {"ts": round(time.time(), 3), "id": rid, "method": request.method, "path": request.raw_path[:512],
+                       "status": status, "bytes": nbytes, "ms": round(elapsed * 1000, 3), "route": route,
+                       "remote": request.remote}
+                if "Range" in request.headers:
+                    rec["range"] = request.headers["Range"][:200]
+                if error:
+                    rec["error"] = error
+                self.access.write(rec)
+
+    def _cors(self, request: web.Request) -> dict[str, str]:
+        if self.cors_any:
+            return dict(self.cors)
+        origin = request.headers.get("Origin")
+        if origin in self.cors_origins:
+            return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSE, "Vary": "Origin"}
+        return {}
+
+    async def _dispatch(self, request: web.Request, extra: dict[str, str]) -> tuple[str, web.StreamResponse]:
+        path = request.path
+        if len(request.raw_path) > MAX_PATH or "\x00" in path or "\\" in path:
+            return "other", _text(400, "bad request path\n", extra)
+        method = request.method
+        if method == "OPTIONS":
+            return "preflight", self._preflight(request, extra)
+        if method not in ("GET", "HEAD"):
+            return "other", _text(405, "method not allowed\n", {**extra, "Allow": "GET, HEAD, OPTIONS"})
+        if path.startswith("/assets/"):
+            m = ASSET_RE.fullmatch(path)
+            if m is None:
+                return "other", _text(404, "not found\n", extra)
+            if self.require_signed:
+                return "other", _text(403, "a signed URL is required\n", extra)
+            return await self._asset(request, m.group(1), m.group(2), extra)
+        if path.startswith("/s/"):
+            m = SIGNED_RE.fullmatch(path)
+            asset = ASSET_RE.fullmatch(m.group(2)) if m else None
+            if m is None or asset is None:
+                return "other", _text(404, "not found\n", extra)
+            if not verify(self.key, m.group(1), asset.group(1)):
+                return "other", _text(403, "expired or invalid signature\n", extra)
+            return await self._asset(request, asset.group(1), asset.group(2), extra)
+        if path == "/":
+            return await self._static(request, "index.html", extra, placeholder=True)
+        if path.startswith("/static/"):
+            m = STATIC_RE.fullmatch(path)
+            if m is None:
+                return "other", _text(404, "not found\n", extra)
+            return await self._static(request, m.group(1), extra)
+        if path.startswith("/api/"):
+            return "api", await api.handle(self, request, extra)
+        if path == "/healthz":
+            return "health", _text(200, "ok\n", {**extra, "Cache-Control": "no-store"})
+        if path == "/readyz":
+            ok = await self.source.ready()
+            return "health", _text(200 if ok else 503, "ready\n" if ok else "storage unreachable\n",
+                                   {**extra, "Cache-Control": "no-store"})
+        if path == "/metrics":
+            body = await asyncio.get_running_loop().run_in_executor(None, render_metrics)
+            return "metrics", web.Response(body=body, headers={**extra, "Content-Type": CONTENT_TYPE_LATEST,
+                                                                "Cache-Control": "no-store"})
+        return "other", _text(404, "not found\n", extra)
+
+    async def _asset(self, request: web.Request, asset_id: str, rel: str, extra: dict[str, str]
+                     ) -> tuple[str, web.StreamResponse]:
+        kind = classify(rel)
+        if kind is None:
+            return "other", _text(404, "not found\n", extra)
+        found = await self.source.resolve(Scope(f"a/{asset_id}", asset_id), rel, kind)
+        route = ROUTE_OF_KIND[kind]
+        if found is None:
+            return route, _text(404, "not found\n", extra)
+        return route, await respond(request, found[0], found[1], extra)
+
+    async def _static(self, request: web.Request, rel: str, extra: dict[str, str], *, placeholder: bool = False
+                      ) -> tuple[str, web.StreamResponse]:
+        found = await self.local.resolve(Scope("static", None), rel, Kind.STATIC)
+        if found is None:
+            if placeholder:
+                return "static", web.Response(body=PLACEHOLDER, headers={
+                    **extra, "Content-Type": "text/html; charset=utf-8", "Cache-Control": "no-cache"})
+            return "static", _text(404, "not found\n", extra)
+        return "static", await respond(request, found[0], found[1], extra)
+
+    def _preflight(self, request: web.Request, extra: dict[str, str]) -> web.Response:
+        """CORS preflight (Fetch standard, CORS protocol) plus Private Network Access."""
+        headers = dict(extra)
+        headers.pop("Access-Control-Expose-Headers", None)
+        if "Access-Control-Allow-Origin" in headers:
+            headers.update({
+                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Max-Age": "86400",
+            })
+            # Chromium's Private Network Access preflight: a public page may fetch from this (private) origin.
+            if request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
+                headers["Access-Control-Allow-Private-Network"] = "true"
+        return web.Response(status=204, headers=headers)
+
+    async def close(self) -> None:
+        self.access.close()
+        await self.source.close()
+
+
+def _text(status: int, text: str, headers: dict[str, str]) -> web.Response:
+    return web.Response(status=status, text=text, headers=headers)
+
+
+ORIGIN = web.AppKey("origin", Origin)
+
+
+def make_app(cfg: Config, *, source: Source | None = None) -> web.Application:
+    """The origin as an aiohttp application (``tonearm serve`` runs it; tests mount it directly)."""
+    app = web.Application()
+    origin = Origin(cfg, source)
+    app[ORIGIN] = origin
+    app.router.add_route("*", "/{tail:.*}", origin.handle)
+
+    async def flusher(app: web.Application) -> Any:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(0.5)
+                origin.access.flush()
+
+        task = asyncio.create_task(loop())
+        yield
+        task.cancel()
+        await origin.close()
+
+    app.cleanup_ctx.append(flusher)
+    return app
+

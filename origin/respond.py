@@ -1,0 +1,153 @@
+"""Turning an ``Entry`` and a request into a response: the one place outcomes become statuses.
+
+Bodies come from the cached bytes (a slice for ranges) or from a ``Body``
+(sendfile or object-store ranges); multiple ranges become
+``multipart/byteranges`` (RFC 9110 14.6) laid out like nginx's.
+"""
+
+from __future__ import annotations
+
+import functools
+import secrets
+
+from aiohttp import web
+
+from origin.conditional import Outcome, evaluate
+from origin.representation import Entry, Variant
+from origin.sources import Body
+
+__all__ = ("respond", "accepts_gzip", "BOUNDARY")
+
+BOUNDARY = secrets.token_hex(10)  # per process; random so it never occurs in segment bytes by design
+# RFC 9110 15.4.5: a 304 carries the validators and caching fields a 200 would have, not the body's metadata.
+_NOT_MODIFIED_DROP = ("Content-Type", "Content-Encoding", "Accept-Ranges")
+
+
+@functools.lru_cache(maxsize=128)
+def accepts_gzip(accept_encoding: str) -> bool:
+    """RFC 9110 12.5.3: gzip (or x-gzip, or *) listed with a non-zero qvalue."""
+    for item in accept_encoding.lower().split(","):
+        coding, _, params = item.strip().partition(";")
+        if coding.strip() not in ("gzip", "x-gzip", "*"):
+            continue
+        q = 1.0
+        for p in params.split(";"):
+            name, _, value = p.strip().partition("=")
+            if name == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if q > 0:
+            return True
+    return False
+
+
+def _part_head(ctype: str, start: int, end: int, size: int) -> bytes:
+    return (f"\r\n--{BOUNDARY}\r\nContent-Type: {ctype}\r\nContent-Range: bytes {start}-{end - 1}/{size}\r\n\r\n"
+            ).encode()
+
+
+_TAIL = f"\r\n--{BOUNDARY}--\r\n".encode()
+
+
+async def respond(
+    request: web.Request, entry: Entry, body: Body | None, extra: dict[str, str]
+) -> web.StreamResponse:
+    """Evaluate conditionals and ranges, then send; ``body`` (if any) is closed here."""
+    try:
+        hdrs = request.headers
+        variant: Variant = entry.identity
+        # Ranges address the identity bytes; gzip is offered only to whole-body requests.
+        if entry.gzip is not None and "Range" not in hdrs and accepts_gzip(hdrs.get("Accept-Encoding", "")):
+            variant = entry.gzip
+        outcome, ranges = evaluate(request.method, hdrs, etag=variant.etag, mtime=entry.mtime, length=variant.size)
+        return await _send(request, entry, variant, body, outcome, ranges, extra)
+    finally:
+        if body is not None:
+            body.close()
+
+
+async def _send(
+    request: web.Request,
+    entry: Entry,
+    variant: Variant,
+    body: Body | None,
+    outcome: Outcome,
+    ranges: list[tuple[int, int]] | None,
+    extra: dict[str, str],
+) -> web.StreamResponse:
+    size = variant.size
+    data = variant.body
+    if outcome is Outcome.SEND:
+        headers = {**variant.headers, **extra}
+        if data is not None:
+            resp = web.Response(body=data, headers=headers)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        return await _stream(request, web.StreamResponse(headers=headers), body, [(0, size)], size, None)
+
+    if outcome is Outcome.PARTIAL:
+        assert ranges
+        headers = {**variant.headers, **extra}
+        if len(ranges) == 1:
+            start, end = ranges[0]
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"  # RFC 9110 14.4
+            if data is not None:
+                resp = web.Response(status=206, body=memoryview(data)[start:end], headers=headers)
+                await resp.prepare(request)
+                await resp.write_eof()
+                return resp
+            return await _stream(request, web.StreamResponse(status=206, headers=headers), body, ranges, size, None)
+        # RFC 9110 14.6: several ranges go in a multipart/byteranges body, parts in the order asked.
+        ctype = headers["Content-Type"]
+        headers["Content-Type"] = f"multipart/byteranges; boundary={BOUNDARY}"
+        heads = [_part_head(ctype, s, e, size) for s, e in ranges]
+        if data is not None:
+            view = memoryview(data)
+            payload = b"".join(b for (s, e), h in zip(ranges, heads) for b in (h, view[s:e])) + _TAIL
+            resp = web.Response(status=206, body=payload, headers=headers)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
+        return await _stream(request, web.StreamResponse(status=206, headers=headers), body, ranges, size, heads)
+
+    if outcome is Outcome.NOT_MODIFIED:
+        headers = {k: v for k, v in variant.headers.items() if k not in _NOT_MODIFIED_DROP}
+        resp = web.Response(status=304, headers={**headers, **extra})
+    elif outcome is Outcome.UNSATISFIABLE:
+        # RFC 9110 15.5.17: say how long the representation is.
+        resp = web.Response(status=416, text="416 range not satisfiable\n",
+                            headers={"Content-Range": f"bytes */{size}", **extra})
+    else:  # PRECONDITION_FAILED, RFC 9110 13.1.1 / 13.1.4
+        resp = web.Response(status=412, text="412 precondition failed\n",
+                            headers={"ETag": variant.headers["ETag"], **extra})
+    await resp.prepare(request)
+    await resp.write_eof()
+    return resp
+
+
+async def _stream(
+    request: web.Request,
+    resp: web.StreamResponse,
+    body: Body | None,
+    ranges: list[tuple[int, int]],
+    size: int,
+    heads: list[bytes] | None,
+) -> web.StreamResponse:
+    if heads is None:
+        resp.content_length = sum(e - s for s, e in ranges)
+    else:
+        resp.content_length = sum(len(h) + e - s for h, (s, e) in zip(heads, ranges)) + len(_TAIL)
+    await resp.prepare(request)
+    if request.method != "HEAD":
+        assert body is not None
+        for i, (start, end) in enumerate(ranges):
+            if heads is not None:
+                await resp.write(heads[i])
+            await body.send(resp, request, start, end)
+        if heads is not None:
+            await resp.write(_TAIL)
+    await resp.write_eof()
+    return resp

@@ -1,0 +1,116 @@
+"""``tonearm serve``: N worker processes on one port, graceful shutdown.
+
+Each worker binds the same address with ``SO_REUSEPORT`` and the kernel
+spreads connections over them; one process per core is how a Python server
+uses more than one core.  On SIGTERM (or SIGINT) a worker stops accepting,
+lets in-flight requests finish (up to ``SHUTDOWN_S``), then exits; the parent
+forwards the signal and waits.  uvloop is used when installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import shutil
+import signal
+import sys
+import tempfile
+
+from tonearm.config import Config
+
+__all__ = ("serve",)
+
+log = logging.getLogger("tonearm.origin")
+SHUTDOWN_S = 30.0
+
+
+def _event_loop_policy() -> str:
+    try:
+        import uvloop
+
+        asyncio.set_event_loop_policy(uvloop.EventLoopPolicy())
+        return "uvloop"
+    except ImportError:
+        return "asyncio"
+
+
+async def _worker_main(cfg: Config, reuse_port: bool, index: int, loop_name: str) -> None:
+    from aiohttp import web
+
+    from origin.app import make_app
+
+    app = make_app(cfg)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
+    await runner.setup()
+    site = web.TCPSite(runner, cfg.origin.host, cfg.origin.port, reuse_port=reuse_port or None, backlog=2048)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    if index == 0:
+        print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:{cfg.origin.port}"
+              f" ({cfg.origin.workers} worker(s), {loop_name})", file=sys.stderr, flush=True)
+    await stop.wait()
+    await runner.cleanup()  # stops listening, then waits for in-flight requests up to SHUTDOWN_S
+
+
+def _run_worker(cfg: Config, reuse_port: bool, index: int) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    loop_name = _event_loop_policy()
+    if reuse_port:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
+    asyncio.run(_worker_main(cfg, reuse_port, index, loop_name))
+
+
+def serve(cfg: Config) -> int:
+    """Run the origin until SIGTERM/SIGINT; returns the exit code."""
+    workers = max(1, cfg.origin.workers)
+    if workers == 1:
+        try:
+            _run_worker(cfg, False, 0)
+        except KeyboardInterrupt:
+            pass
+        except OSError as exc:
+            print(f"tonearm serve: cannot listen on {cfg.origin.host}:{cfg.origin.port}: {exc}", file=sys.stderr)
+            return 1
+        return 0
+    if cfg.origin.port == 0:
+        print("tonearm serve: --workers > 1 needs a fixed --port", file=sys.stderr)
+        return 2
+    own_dir = None
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        own_dir = tempfile.mkdtemp(prefix="tonearm-metrics-")
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # set before any worker imports prometheus_client
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_run_worker, args=(cfg, True, i), name=f"tonearm-worker-{i}") for i in range(workers)]
+    for p in procs:
+        p.start()
+
+    def forward(signum: int, _frame: object) -> None:
+        for p in procs:
+            if p.is_alive() and p.pid:
+                os.kill(p.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    code = 0
+    try:
+        while any(p.is_alive() for p in procs):
+            for p in procs:
+                p.join(0.2)
+                if p.exitcode not in (None, 0):  # a worker died: stop the rest rather than serve degraded
+                    code = 1
+                    forward(signal.SIGTERM, None)
+    finally:
+        if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+            from prometheus_client import multiprocess
+
+            for p in procs:
+                if p.pid:
+                    multiprocess.mark_process_dead(p.pid)
+        if own_dir:
+            shutil.rmtree(own_dir, ignore_errors=True)
+    return code

@@ -1,0 +1,96 @@
+"""Signed playback URLs: an expiring HMAC-SHA256 token scoped to one asset.
+
+The token is a path segment, ``/s/<expiry>.<signature>/assets/<id>/...``, not
+a query parameter: every URI inside our manifests is relative, so players
+resolve segment and init URIs against the signed playlist URL and carry the
+token along without the manifests knowing about it.
+
+``signature = base64url(HMAC-SHA256(key, "<expiry>:<asset_id>"))`` without
+padding (43 characters); ``expiry`` is Unix seconds.  Expired or forged
+tokens get 403.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import time
+from typing import Any
+
+from tonearm.config import Config, ConfigError
+from tonearm.storage import is_asset_id
+
+__all__ = ("sign", "verify", "parse_ttl", "playback_paths", "playback_urls")
+
+TOKEN_RE = re.compile(r"^([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_ttl(text: str) -> int:
+    """Seconds from ``90``, ``90s``, ``15m``, ``1h`` or ``2d``."""
+    m = re.fullmatch(r"\s*(\d+)\s*([smhd]?)\s*", text or "")
+    if not m or int(m.group(1)) <= 0:
+        raise ConfigError(f"--ttl {text!r}: use a positive number with an optional unit s, m, h or d (e.g. 1h)")
+    return int(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def _mac(key: str, expiry: int, asset_id: str) -> str:
+    digest = hmac.new(key.encode(), f"{expiry}:{asset_id}".encode(), hashlib.sha256).digest()
+    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def sign(key: str, asset_id: str, expiry: int) -> str:
+    return f"{expiry}.{_mac(key, expiry, asset_id)}"
+
+
+def verify(key: str, token: str, asset_id: str, *, now: float | None = None) -> bool:
+    """True if ``token`` was made with ``key`` for ``asset_id`` and has not expired."""
+    m = TOKEN_RE.match(token)
+    if not m or not key:
+        return False
+    expiry = int(m.group(1))
+    if expiry < (time.time() if now is None else now):
+        return False
+    return hmac.compare_digest(m.group(2), _mac(key, expiry, asset_id))
+
+
+MANIFESTS = {
+    "segmented": {"hls": "master.m3u8", "dash": "manifest.mpd"},
+    "single": {"hls": "single/master.m3u8", "dash": "single/manifest.mpd"},
+}
+
+
+def playback_paths(asset_id: str, layouts: tuple[str, ...], token: str | None = None) -> dict[str, dict[str, str]]:
+    """``{layout: {"hls": path, "dash": path}}`` for the layouts the ladder publishes."""
+    prefix = f"/s/{token}" if token else ""
+    return {
+        layout: {proto: f"{prefix}/assets/{asset_id}/{rel}" for proto, rel in MANIFESTS[layout].items()}
+        for layout in layouts
+        if layout in MANIFESTS
+    }
+
+
+def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None) -> list[str]:
+    """Signed HLS and DASH URLs (every published layout) valid for ``ttl`` seconds."""
+    if not is_asset_id(asset_id):
+        raise ConfigError(f"{asset_id!r} is not an asset id (64 lowercase hex characters)")
+    if not cfg.origin.signing_key:
+        raise ConfigError("signing needs a key: set [origin] signing_key or TONEARM_SIGNING_KEY")
+    if base is None:
+        host = cfg.origin.host
+        base = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.origin.port}"
+    token = sign(cfg.origin.signing_key, asset_id, int(time.time()) + ttl)
+    paths = playback_paths(asset_id, cfg.ladder.layouts, token)
+    return [base.rstrip("/") + p for layout in paths.values() for p in layout.values()]
+
+
+def descriptor_layouts(descriptor: dict[str, Any] | None, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Layouts an asset was published with, from its descriptor when it says so."""
+    manifests = (descriptor or {}).get("manifests")
+    if isinstance(manifests, dict):
+        found = tuple(k for k in MANIFESTS if k in manifests)
+        if found:
+            return found
+    return default

@@ -1,0 +1,188 @@
+"""Where the origin reads published files: local disk (here) or S3 (``origin.s3source``).
+
+A source answers ``resolve(scope, rel)`` with a validated ``Entry`` (plus an
+open ``Body`` when the bytes are not cached) or ``None`` for "not served".
+Entries are cached (``EntryCache``) and trusted for ``REVALIDATE_S`` seconds:
+published assets are immutable, so a cached segment is served without
+touching the disk, and a deleted asset stops being served within that window.
+
+All blocking filesystem work of a request (gate stat, stat, realpath check,
+open, fstat, read) happens in ONE executor call, ``_load``: the event loop
+never waits on the disk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from aiohttp import web
+
+from origin.cache import EntryCache
+from origin.representation import STATIC_COMPRESSIBLE, Entry, Kind, make_entry, static_type
+from tonearm.storage import DESCRIPTOR
+
+__all__ = ("Body", "Scope", "Source", "LocalSource", "REVALIDATE_S", "MAX_CACHED_FILE")
+
+REVALIDATE_S = 1.0
+MAX_CACHED_FILE = 4 * 1024 * 1024  # bigger files (single-file renditions) are streamed, never held whole
+CHUNK = 256 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """A served tree: one published asset (gated by its descriptor) or the static folder."""
+
+    name: str  # cache key prefix: "a/<asset_id>" or "static"
+    asset_id: str | None
+
+
+class Body(Protocol):
+    async def send(self, resp: web.StreamResponse, request: web.Request, start: int, end: int) -> None: ...
+    def close(self) -> None: ...
+
+
+class Source(Protocol):
+    cache: EntryCache
+
+    async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None: ...
+    async def ready(self) -> bool: ...
+    async def close(self) -> None: ...
+
+
+def content_type_of(kind: Kind, rel: str) -> tuple[str, bool] | None:
+    """(Content-Type, compressible) of a file, None if the origin does not serve that type."""
+    if kind is Kind.STATIC:
+        ctype = static_type(rel)
+        return (ctype, rel.lower().endswith(STATIC_COMPRESSIBLE)) if ctype else None
+    return kind.content_type, kind.compressible
+
+
+class FileBody:
+    """An open local file sent with ``loop.sendfile`` or, where the loop lacks it (uvloop), by chunks."""
+
+    __slots__ = ("_f",)
+
+    def __init__(self, f: "os.PathLike[str] | object") -> None:
+        self._f = f
+
+    async def send(self, resp: web.StreamResponse, request: web.Request, start: int, end: int) -> None:
+        loop = asyncio.get_running_loop()
+        transport = request.transport
+        if transport is None:
+            raise ConnectionResetError("client went away")
+        try:
+            await loop.sendfile(transport, self._f, start, end - start)  # type: ignore[arg-type]
+            return
+        except NotImplementedError:
+            pass
+        fd = self._f.fileno()  # type: ignore[attr-defined]
+        pos = start
+        while pos < end:
+            chunk = await loop.run_in_executor(None, os.pread, fd, min(CHUNK, end - pos), pos)
+            if not chunk:
+                raise ConnectionResetError("file shrank while being sent")
+            await resp.write(chunk)  # drains: a slow reader holds one chunk, not the file
+            pos += len(chunk)
+
+    def close(self) -> None:
+        # Closing a regular file opened read-only does no I/O; it is safe on the loop.
+        self._f.close()  # type: ignore[attr-defined]
+
+
+class LocalSource:
+    def __init__(self, published_root: Path, static_root: Path, cache: EntryCache, manifest_ttl: int) -> None:
+        self.published_root = Path(published_root)
+        self.static_root = Path(static_root)
+        self.cache = cache
+        self.manifest_ttl = manifest_ttl
+        self.max_cached_file = MAX_CACHED_FILE  # tests set 0 to exercise the streaming path
+
+    async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
+        key = f"{scope.name}/{rel}"
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        cached = self.cache.get(key)
+        if cached is not None and cached.identity.body is not None and now - cached.checked < REVALIDATE_S:
+            return cached, None  # hot path: no disk access at all
+        result = await loop.run_in_executor(None, self._load, scope, rel, kind, cached)
+        if result is None:
+            self.cache.drop(key)
+            return None
+        entry, fobj = result
+        entry.checked = now
+        if entry is not cached:
+            self.cache.put(entry)
+        return entry, (FileBody(fobj) if fobj is not None else None)
+
+    def _paths(self, scope: Scope, rel: str) -> tuple[Path, Path | None]:
+        if scope.asset_id is None:
+            return self.static_root, None
+        base = self.published_root / scope.asset_id
+        return base, base / DESCRIPTOR
+
+    def _load(self, scope: Scope, rel: str, kind: Kind, cached: Entry | None) -> tuple[Entry, object | None] | None:
+        """Executor: gate, stat, containment check, open, validators (re-read after open), maybe the bytes."""
+        base, gate = self._paths(scope, rel)
+        path = os.path.join(base, rel)
+        try:
+            if gate is not None:
+                os.stat(gate)  # an asset is published iff its descriptor exists
+            st = os.stat(path)
+            if not stat.S_ISREG(st.st_mode):
+                return None
+            if cached is not None and cached.version == (st.st_mtime_ns, st.st_size, st.st_ino):
+                if cached.identity.body is not None:
+                    return cached, None
+                return cached, open(path, "rb")  # noqa: SIM115 - closed by the Body
+            # Symlinks must not lead out of the served tree (the published root or the static folder).
+            root = os.path.realpath(self.static_root if scope.asset_id is None else self.published_root)
+            real = os.path.realpath(path)
+            if not real.startswith(root + os.sep):
+                return None
+            f = open(real, "rb")  # noqa: SIM115
+        except (OSError, ValueError):  # missing, not a directory, name too long, loop, NUL byte
+            return None
+        try:
+            fst = os.fstat(f.fileno())  # validators from the opened file, so headers match the bytes sent
+            if not stat.S_ISREG(fst.st_mode):
+                f.close()
+                return None
+            body = None
+            if fst.st_size <= self.max_cached_file:
+                body = f.read()
+                f.close()
+                if len(body) != fst.st_size:
+                    return None  # changed under us: not a published file
+            typed = content_type_of(kind, rel)
+            if typed is None:
+                f.close()
+                return None
+            entry = make_entry(
+                key=f"{scope.name}/{rel}",
+                kind=kind,
+                content_type=typed[0],
+                version=(fst.st_mtime_ns, fst.st_size, fst.st_ino),
+                mtime=fst.st_mtime,
+                size=fst.st_size,
+                etag=f'"{fst.st_mtime_ns:x}-{fst.st_size:x}"',
+                body=body,
+                path=real,
+                manifest_ttl=self.manifest_ttl,
+                compressible=typed[1],
+            )
+            return entry, (None if body is not None else f)
+        except BaseException:
+            f.close()
+            raise
+
+    async def ready(self) -> bool:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, os.path.isdir, self.published_root)
+
+    async def close(self) -> None:
+        return None

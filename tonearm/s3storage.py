@@ -1,0 +1,106 @@
+"""Publishing to S3-compatible object storage.
+
+Masters, quarantine and staging stay on local disk under ``cfg.storage.root``
+(they are work areas); ``publish`` uploads the staged tree.  An object store
+has no rename, so the upload follows ``publish_order``: media and init
+segments first, manifests next, ``asset.json`` last.  The origin serves an
+asset only once its descriptor exists, so a reader never sees a playlist
+whose segments are still missing.
+
+Object keys: ``<s3_prefix>published/<asset_id>/<relative path>``, the same
+relative layout as the local ``published/`` folder.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from tonearm.config import Config, StorageConfig
+from tonearm.storage import DESCRIPTOR, LocalStorage, publish_order
+
+__all__ = ("S3Storage", "make_client", "object_key")
+
+_TYPES = {
+    ".m3u8": "application/vnd.apple.mpegurl",
+    ".mpd": "application/dash+xml",
+    ".m4s": "audio/mp4",
+    ".mp4": "audio/mp4",
+    ".json": "application/json",
+}
+
+
+def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
+    """A boto3 S3 client for the configured endpoint (thread-safe; share one per process)."""
+    import boto3
+    from botocore.config import Config as BotoConfig
+
+    return boto3.client(
+        "s3",
+        endpoint_url=scfg.s3_endpoint_url or None,
+        region_name=scfg.s3_region,
+        config=BotoConfig(max_pool_connections=pool, retries={"max_attempts": 3, "mode": "standard"},
+                          s3={"addressing_style": "path"}),
+    )
+
+
+def object_key(scfg: StorageConfig, asset_id: str, rel: str) -> str:
+    prefix = scfg.s3_prefix.strip("/")
+    return f"{prefix + '/' if prefix else ''}published/{asset_id}/{rel}"
+
+
+class S3Storage:
+    """``Storage`` whose published tree lives in a bucket."""
+
+    def __init__(self, cfg: Config, *, client: Any | None = None) -> None:
+        self.scfg = cfg.storage
+        self.local = LocalStorage(cfg.storage.root)
+        self.root = self.local.root
+        self.client = client or make_client(cfg.storage)
+
+    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path:
+        return self.local.store_master(src, asset_id, suffix)
+
+    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path:
+        return self.local.quarantine(src, asset_id, reason)
+
+    def new_staging(self, asset_id: str) -> Path:
+        return self.local.new_staging(asset_id)
+
+    def clean_stale_staging(self, asset_id: str) -> None:
+        self.local.clean_stale_staging(asset_id)
+
+    def publish(self, asset_id: str, staged: Path) -> None:
+        if not (staged / DESCRIPTOR).is_file():
+            raise ValueError(f"staged asset {staged} has no {DESCRIPTOR}; refusing to publish")
+        files = [p.relative_to(staged).as_posix() for p in staged.rglob("*")
+                 if p.is_file() and not any(part.startswith(".") for part in p.relative_to(staged).parts)]
+        for rel in publish_order(files):
+            extra = {"ContentType": _TYPES.get(Path(rel).suffix, "application/octet-stream")}
+            self.client.upload_file(str(staged / rel), self.scfg.s3_bucket, object_key(self.scfg, asset_id, rel),
+                                    ExtraArgs=extra)
+        shutil.rmtree(staged, ignore_errors=True)
+
+    def is_published(self, asset_id: str) -> bool:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_object(Bucket=self.scfg.s3_bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
+            return True
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def read_descriptor(self, asset_id: str) -> dict[str, Any] | None:
+        from botocore.exceptions import ClientError
+
+        try:
+            obj = self.client.get_object(Bucket=self.scfg.s3_bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+        return json.loads(obj["Body"].read())
