@@ -51,6 +51,9 @@ MAX_ERRORS_KEPT = 5
 # A damaged frame costs at most one frame of audio (FLAC's largest common block, 4608 samples, is
 # ~0.1 s at 44.1 kHz); a shortfall beyond 0.5 s per reported error means the end is missing.
 SECONDS_LOST_PER_ERROR = 0.5
+# Loudness range is a statistic of 3 s short-term values (EBU Tech 3342); with only a few of them
+# ffmpeg's ebur128 reports artefacts (20 LU for a steady 3 s tone), so short masters get none.
+MIN_LRA_SECONDS = 4.0
 
 
 def is_lossless(codec: str) -> bool:
@@ -136,7 +139,7 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) ->
         header_duration_s=header_s,
         loudness=Loudness(
             integrated_lufs=dec.integrated_lufs,
-            loudness_range_lu=dec.loudness_range_lu,
+            loudness_range_lu=dec.loudness_range_lu if decoded_s >= MIN_LRA_SECONDS else None,
             true_peak_dbtp=dec.true_peak_dbtp,
             sample_peak_dbfs=dec.sample_peak_dbfs,
             silent=dec.silent,

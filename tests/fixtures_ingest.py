@@ -52,7 +52,8 @@ def sine_source(*, rate: int = 48000, layout: str = "stereo", seconds: float = 4
 def make(folder: Path, name: str, fmt: str = "flac", *, rate: int = 48000, layout: str = "stereo",
          seconds: float = 4.0, extra: list[str] | None = None, source: list[str] | None = None) -> Path:
     suffix, codec = FORMATS[fmt]
-    out = folder / (name if "." in name else name + suffix)
+    known = {s for s, _ in FORMATS.values()} | {".aac", ".mp4"}
+    out = folder / (name if Path(name).suffix in known else name + suffix)
     ffmpeg(*(source or sine_source(rate=rate, layout=layout, seconds=seconds)), *(extra or []), *codec,
            "file:" + str(out))
     return out
@@ -77,3 +78,44 @@ def patch_wav_data_size(src: Path, dst: Path, factor: float) -> Path:
     data[at + 4: at + 8] = (int(real * factor) & ~3).to_bytes(4, "little")
     dst.write_bytes(bytes(data))
     return dst
+
+
+TEST_TAGS = {"title": "Töne & \"Quotes\"", "artist": "The Testers", "album": "Corpus Vol. 1", "isrc": "ZZTST2600042",
+             "track": 7}
+
+
+def tag_with_mutagen(path: Path, cover: bytes, cover_mime: str) -> None:
+    """Write TEST_TAGS and a front cover the way each format carries them."""
+    import base64
+
+    import mutagen
+    from mutagen.flac import FLAC, Picture
+    from mutagen.id3 import APIC, TALB, TIT2, TPE1, TRCK, TSRC
+    from mutagen.mp4 import MP4, MP4Cover, MP4FreeForm
+
+    t = TEST_TAGS
+    pic = Picture()
+    pic.type, pic.mime, pic.data = 3, cover_mime, cover
+    f = mutagen.File(path)
+    if isinstance(f, FLAC):
+        f.update({"title": t["title"], "artist": t["artist"], "album": t["album"], "isrc": t["isrc"],
+                  "tracknumber": f"{t['track']}/12"})
+        f.add_picture(pic)
+    elif isinstance(f, MP4):
+        fmt = MP4Cover.FORMAT_PNG if cover_mime == "image/png" else MP4Cover.FORMAT_JPEG
+        f.update({"\xa9nam": [t["title"]], "\xa9ART": [t["artist"]], "\xa9alb": [t["album"]],
+                  "trkn": [(t["track"], 12)], "covr": [MP4Cover(cover, fmt)],
+                  "----:com.apple.iTunes:ISRC": [MP4FreeForm(t["isrc"].encode())]})
+    elif hasattr(f, "add_tags") and type(f).__name__ in ("MP3", "WAVE", "AIFF"):
+        if f.tags is None:
+            f.add_tags()
+        for frame in (TIT2(encoding=3, text=t["title"]), TPE1(encoding=3, text=t["artist"]),
+                      TALB(encoding=3, text=t["album"]), TSRC(encoding=3, text=t["isrc"]),
+                      TRCK(encoding=3, text=f"{t['track']}/12"),
+                      APIC(encoding=3, mime=cover_mime, type=3, desc="cover", data=cover)):
+            f.tags.add(frame)
+    else:  # Ogg Vorbis / Opus: Vorbis comments with a base64 METADATA_BLOCK_PICTURE
+        f.update({"title": t["title"], "artist": t["artist"], "album": t["album"], "isrc": t["isrc"],
+                  "tracknumber": str(t["track"]),
+                  "metadata_block_picture": base64.b64encode(pic.write()).decode("ascii")})
+    f.save()
