@@ -10,8 +10,9 @@ codecs carry encoder delay and padding that containers describe with varying
 care (MP3 LAME gapless info, MP4 edit lists, Ogg pre-skip), so they get
 0.1 s plus 0.05% of the length (1.8 s per hour).  A header length that ffmpeg
 itself only estimated from the bit rate (an MP3 without a Xing/Info/VBRI
-frame, raw ADTS AAC) is not a claim and is not compared: such a file is only
-caught as truncated if the cut leaves a damaged frame (``decode_error``).
+frame, raw ADTS AAC) is not a claim and is not compared: such a file cut
+between frames is indistinguishable from a shorter one (a known limit; LAME
+and ffmpeg write the Info frame by default).
 Ogg states no length at all (ffmpeg's "header" length is the last page's
 granule position); a cut Ogg file is found by its missing end-of-stream page
 (:mod:`ingest.ogg`).  Decode errors also shorten the audio: a shortfall of at
