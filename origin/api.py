@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from origin.signing import descriptor_layouts, playback_paths, sign
+from origin.signing import manifest_map, playback_paths, sign
 from tonearm.model import AssetState
 from tonearm.storage import is_asset_id
 
@@ -65,8 +65,7 @@ def _summary(origin: "Origin", rec: Any) -> dict[str, Any]:
     }
     if rec.state is AssetState.PUBLISHED:
         token = sign(origin.key, rec.id, int(time.time()) + SIGNED_TTL) if origin.key else None
-        layouts = descriptor_layouts(info, origin.cfg.ladder.layouts)
-        out["playback"] = playback_paths(rec.id, layouts, token)
+        out["playback"] = playback_paths(rec.id, manifest_map(info, origin.cfg.ladder.layouts), token)
     return out
 
 

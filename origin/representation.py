@@ -37,7 +37,6 @@ from typing import Any
 __all__ = ("Kind", "Entry", "classify", "make_entry", "IMMUTABLE")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
-GZIP_MIN = 256  # smaller bodies do not shrink enough to be worth a Content-Encoding
 
 
 class Kind(enum.Enum):
@@ -172,13 +171,13 @@ def make_entry(
         "Accept-Ranges": "bytes",
     }
     gz: Variant | None = None
-    if compressible and body is not None and len(body) >= GZIP_MIN:
+    if compressible:
         common["Vary"] = "Accept-Encoding"  # RFC 9110 12.5.5: the body depends on Accept-Encoding
-        packed = gzip.compress(body, compresslevel=6, mtime=0)
-        # RFC 9110 8.8.3: each representation needs its own entity tag.
-        gz_etag = etag[:-1] + '-gz"'
-        gz = Variant(gz_etag, len(packed), packed,
-                     {**common, "ETag": gz_etag, "Content-Encoding": "gzip"})
+        packed = gzip.compress(body, compresslevel=6, mtime=0) if body else None
+        if packed is not None and len(packed) < len(body):  # type: ignore[arg-type]
+            # RFC 9110 8.8.3: each representation needs its own entity tag.
+            gz_etag = etag[:-1] + '-gz"'
+            gz = Variant(gz_etag, len(packed), packed, {**common, "ETag": gz_etag, "Content-Encoding": "gzip"})
     identity = Variant(etag, size, body, {**common, "ETag": etag})
     return Entry(key=key, kind=kind, version=version, mtime=int(mtime), identity=identity, gzip=gz,
                  path=path, checked=checked)

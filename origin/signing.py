@@ -15,14 +15,15 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import json
 import re
 import time
 from typing import Any
 
 from tonearm.config import Config, ConfigError
-from tonearm.storage import is_asset_id
+from tonearm.storage import DESCRIPTOR, is_asset_id
 
-__all__ = ("sign", "verify", "parse_ttl", "playback_paths", "playback_urls")
+__all__ = ("sign", "verify", "parse_ttl", "manifest_map", "playback_paths", "playback_urls")
 
 TOKEN_RE = re.compile(r"^([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -60,16 +61,29 @@ MANIFESTS = {
     "segmented": {"hls": "master.m3u8", "dash": "manifest.mpd"},
     "single": {"hls": "single/master.m3u8", "dash": "single/manifest.mpd"},
 }
+# Keys of the descriptor's "manifests" map (written by the manifests stage) -> (layout, protocol).
+DESCRIPTOR_KEYS = {"hls": ("segmented", "hls"), "dash": ("segmented", "dash"),
+                   "hls_single": ("single", "hls"), "dash_single": ("single", "dash")}
 
 
-def playback_paths(asset_id: str, layouts: tuple[str, ...], token: str | None = None) -> dict[str, dict[str, str]]:
-    """``{layout: {"hls": path, "dash": path}}`` for the layouts the ladder publishes."""
+def manifest_map(descriptor: dict[str, Any] | None, layouts: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """``{layout: {"hls": rel, "dash": rel}}``: the descriptor's own list, else the standard names."""
+    listed = (descriptor or {}).get("manifests")
+    out: dict[str, dict[str, str]] = {}
+    if isinstance(listed, dict):
+        for key, rel in listed.items():
+            where = DESCRIPTOR_KEYS.get(key)
+            if where and isinstance(rel, str) and not rel.startswith("/") and ".." not in rel:
+                out.setdefault(where[0], {})[where[1]] = rel
+    return out or {layout: dict(MANIFESTS[layout]) for layout in layouts if layout in MANIFESTS}
+
+
+def playback_paths(asset_id: str, manifests: dict[str, dict[str, str]], token: str | None = None
+                   ) -> dict[str, dict[str, str]]:
+    """Origin paths of an asset's manifests, through a signed prefix when ``token`` is given."""
     prefix = f"/s/{token}" if token else ""
-    return {
-        layout: {proto: f"{prefix}/assets/{asset_id}/{rel}" for proto, rel in MANIFESTS[layout].items()}
-        for layout in layouts
-        if layout in MANIFESTS
-    }
+    return {layout: {proto: f"{prefix}/assets/{asset_id}/{rel}" for proto, rel in protos.items()}
+            for layout, protos in manifests.items()}
 
 
 def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None) -> list[str]:
@@ -82,15 +96,18 @@ def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None)
         host = cfg.origin.host
         base = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.origin.port}"
     token = sign(cfg.origin.signing_key, asset_id, int(time.time()) + ttl)
-    paths = playback_paths(asset_id, cfg.ladder.layouts, token)
+    paths = playback_paths(asset_id, manifest_map(_descriptor(cfg, asset_id), cfg.ladder.layouts), token)
     return [base.rstrip("/") + p for layout in paths.values() for p in layout.values()]
 
 
-def descriptor_layouts(descriptor: dict[str, Any] | None, default: tuple[str, ...]) -> tuple[str, ...]:
-    """Layouts an asset was published with, from its descriptor when it says so."""
-    manifests = (descriptor or {}).get("manifests")
-    if isinstance(manifests, dict):
-        found = tuple(k for k in MANIFESTS if k in manifests)
-        if found:
-            return found
-    return default
+def _descriptor(cfg: Config, asset_id: str) -> dict[str, Any] | None:
+    """The published descriptor if this machine can read it (it lists the manifests), else None."""
+    try:
+        if cfg.storage.backend == "local":
+            path = cfg.storage.root / "published" / asset_id / DESCRIPTOR
+            return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+        from tonearm.storage import open_storage
+
+        return open_storage(cfg).read_descriptor(asset_id)
+    except Exception:  # unreadable from here: the standard manifest names still work
+        return None

@@ -70,8 +70,8 @@ def make_ffmpeg_asset(published: Path, name: str = "fixture", *, seconds: float 
     (staging / "manifest.mpd").write_text(MPD)
     (staging / "single" / "manifest.mpd").write_text(MPD)
     descriptor = {"asset_id": asset_id, "source_name": f"{name}.flac", "duration_s": seconds,
-                  "manifests": {"segmented": {"hls": "master.m3u8", "dash": "manifest.mpd"},
-                                "single": {"hls": "single/master.m3u8", "dash": "single/manifest.mpd"}},
+                  "manifests": {"hls": "master.m3u8", "dash": "manifest.mpd",
+                                "hls_single": "single/master.m3u8", "dash_single": "single/manifest.mpd"},
                   "renditions": [{"name": "aac_128k", "codec": "aac", "codecs": "mp4a.40.2"}]}
     (staging / DESCRIPTOR).write_text(json.dumps(descriptor, indent=2))
     published.mkdir(parents=True, exist_ok=True)

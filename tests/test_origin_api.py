@@ -1,0 +1,93 @@
+"""The JSON API over a real catalog: pagination, state filter, detail, playback URLs."""
+
+from __future__ import annotations
+
+import json
+import pytest
+
+from fixtures_origin import asset_id_for, make_ffmpeg_asset
+from origin.app import make_app
+from origin.signing import verify
+from tonearm.catalog import Catalog
+from tonearm.config import Config, OriginConfig, StorageConfig
+from tonearm.model import AssetState
+
+
+@pytest.fixture(scope="module")
+def catalog_tree(tmp_path_factory: pytest.TempPathFactory):
+    data = tmp_path_factory.mktemp("api") / "data"
+    played = make_ffmpeg_asset(data / "published", "api")
+    cat = Catalog(data / "catalog.sqlite3")
+    ids = [asset_id_for(f"api-{i}") for i in range(7)]
+    for i, aid in enumerate(ids):
+        cat.claim(aid, f"track-{i}.flac")
+        cat.set_state(aid, AssetState.PUBLISHED, info={"tags": {"title": f"Track {i}"}, "duration_s": 10.0 + i,
+                                                       "loudness": {"integrated_lufs": -14.0 - i}})
+    cat.claim(played, "api.flac")
+    descriptor = json.loads((data / "published" / played / "asset.json").read_text())
+    cat.set_state(played, AssetState.PUBLISHED, info=descriptor)
+    failed = asset_id_for("api-failed")
+    cat.claim(failed, "broken.flac")
+    cat.set_state(failed, AssetState.FAILED, error={"code": "ffmpeg_failed", "message": "boom"})
+    return data, ids, played, failed
+
+
+async def test_list_is_paginated_and_published_only(aiohttp_client, catalog_tree):
+    data, ids, played, failed = catalog_tree
+    client = await aiohttp_client(make_app(Config(storage=StorageConfig(root=data))))
+    seen = []
+    offset = 0
+    while True:
+        r = await client.get(f"/api/assets?limit=3&offset={offset}")
+        page = await r.json()
+        assert r.status == 200 and page["total"] == 8 and page["limit"] == 3
+        seen += [item["id"] for item in page["items"]]
+        if len(page["items"]) < 3:
+            break
+        offset += 3
+    assert sorted(seen) == sorted(ids + [played]) and failed not in seen
+    assert len(set(seen)) == len(seen)
+
+
+async def test_state_filter(aiohttp_client, catalog_tree):
+    data, ids, played, failed = catalog_tree
+    client = await aiohttp_client(make_app(Config(storage=StorageConfig(root=data))))
+    page = await (await client.get("/api/assets?state=failed")).json()
+    assert [i["id"] for i in page["items"]] == [failed] and "playback" not in page["items"][0]
+    page = await (await client.get("/api/assets?state=all&limit=500")).json()
+    assert page["total"] == 9
+    for bad in ("state=bogus", "limit=abc", "offset=-1"):
+        assert (await client.get(f"/api/assets?{bad}")).status == 400
+
+
+async def test_detail_with_playback_urls(aiohttp_client, catalog_tree):
+    data, ids, played, failed = catalog_tree
+    client = await aiohttp_client(make_app(Config(storage=StorageConfig(root=data))), auto_decompress=False)
+    detail = await (await client.get(f"/api/assets/{played}")).json()
+    assert detail["state"] == "published"
+    assert detail["renditions"][0]["name"] == "aac_128k"
+    pb = detail["playback"]
+    assert pb["segmented"]["hls"] == f"/assets/{played}/master.m3u8"
+    assert pb["segmented"]["dash"] == f"/assets/{played}/manifest.mpd"
+    assert pb["single"]["hls"] == f"/assets/{played}/single/master.m3u8"
+    assert pb["single"]["dash"] == f"/assets/{played}/single/manifest.mpd"
+    for layout in pb.values():
+        for url in layout.values():
+            r = await client.get(url, headers={"Accept-Encoding": "identity"})
+            assert r.status == 200, url
+    other = await (await client.get(f"/api/assets/{ids[2]}")).json()
+    assert other["loudness"]["integrated_lufs"] == -16.0 and other["title"] == "Track 2"
+    assert (await client.get(f"/api/assets/{asset_id_for('unknown')}")).status == 404
+    assert (await client.get("/api/assets/not-an-id")).status == 404
+    fail = await (await client.get(f"/api/assets/{failed}")).json()
+    assert fail["state"] == "failed" and fail["error"]["code"] == "ffmpeg_failed"
+
+
+async def test_playback_urls_are_signed_when_a_key_is_set(aiohttp_client, catalog_tree):
+    data, _, played, _ = catalog_tree
+    app = make_app(Config(storage=StorageConfig(root=data), origin=OriginConfig(signing_key="api-key")))
+    client = await aiohttp_client(app, auto_decompress=False)
+    detail = await (await client.get(f"/api/assets/{played}")).json()
+    url = detail["playback"]["segmented"]["hls"]
+    assert url.startswith("/s/") and verify("api-key", url.split("/")[2], played)
+    assert (await client.get(url)).status == 200
