@@ -233,3 +233,28 @@ def concatenated(pk: Packaged, name: str, dest: Path) -> Path:
 
 def source(pk: Packaged, name: str) -> Path:
     return next(e.path for e in pk.encoded if e.rung.name == name)
+
+
+def measured_media(pk: Packaged, layout: str, name: str) -> list[tuple[int, int, int]]:
+    """(byte offset, bytes, ticks) of each media segment, read from the files on disk with pymp4."""
+    if layout == "segmented":
+        out = []
+        for path in segment_files(pk, name):
+            (frag,) = fragments(path.read_bytes())
+            out.append((0, path.stat().st_size, sum(frag["durations"])))
+        return out
+    data = (pk.out / "single" / f"{name}.mp4").read_bytes()
+    return [(f["offset"], f["size"], sum(f["durations"])) for f in fragments(data)]
+
+
+def rfc8216_peak(sizes: list[int], seconds: list[float], target: int) -> float:
+    """RFC 8216 4.1 peak segment bit rate over runs lasting 0.5-1.5 x target duration; if no run fits,
+    the whole presentation (the rule tonearm documents)."""
+    best = None
+    for i in range(len(sizes)):
+        for j in range(i, len(sizes)):
+            dur = sum(seconds[i:j + 1])
+            if 0.5 * target <= dur <= 1.5 * target:
+                rate = 8 * sum(sizes[i:j + 1]) / dur
+                best = rate if best is None else max(best, rate)
+    return best if best is not None else 8 * sum(sizes) / sum(seconds)
