@@ -5,6 +5,7 @@ resampler's quality, plain MP4 outputs stripped of metadata, and typed failures.
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import subprocess
 from pathlib import Path
@@ -41,6 +42,12 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
     monkeypatch.setattr(transcode.encode, "run", counting)
     return seen
+
+
+def ffprobe_packets(path: Path) -> list[dict]:
+    out = subprocess.run(["ffprobe", "-v", "error", "-select_streams", "a", "-show_entries", "packet=pts,duration",
+                          "-of", "json", str(path)], capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["packets"]
 
 
 def _audio(path: Path) -> dict:
@@ -89,6 +96,10 @@ def test_durations_and_lossless_depth(tmp_path: Path, ffmpeg_bin: FfmpegInfo, ra
         # FLAC is exact. AAC/Opus decoders drop the priming via the edit list; some versions
         # keep the last frame's padding, never more than one frame.
         assert expected <= frames <= expected + frame, (key, frames, expected)
+        # every frame but the last lasts exactly one codec frame: no +-1 tick timestamp jitter
+        # from the resampler reaches the MP4 (it would move the packager's segment boundaries)
+        durations = [p["duration"] for p in ffprobe_packets(r.path)]
+        assert len(set(durations[1:-1])) == 1, (key, sorted(set(durations)))
     flac = _audio(out["flacNone"].path)
     assert flac["sample_fmt"] == ("s16" if bits == 16 else "s32")
     assert int(flac.get("bits_per_raw_sample") or 16) == bits

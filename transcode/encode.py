@@ -1,13 +1,13 @@
 """Encode every rung of the ladder from one decode of the master.
 
-One ffmpeg process per master: the master is decoded once, its timestamps are
-rebuilt from the sample count, it is resampled once to the ladder rate with the
-best resampler available (see ``transcode.resampler``), the channel rule of
+One ffmpeg process per master: the master is decoded once, resampled once to
+the ladder rate with the best resampler available (see ``transcode.resampler``),
+its timestamps are rebuilt from the sample count, the channel rule of
 ``transcode.channels`` is applied once per distinct channel count, and
 ``asplit`` feeds one encoder output per rung::
 
-    [0:a] -> asetpts -> aresample(48 kHz) -> asplit ----------------> flac  (master layout)
-                                     \\-> aresample(downmix) -> asplit -> aac, aac, opus (stereo)
+    [0:a] -> aresample(48 kHz) -> asetpts -> asplit ----------------> flac  (master layout)
+                                          \\-> aresample(downmix) -> asplit -> aac, aac, opus (stereo)
 
 Each output is a plain (non-fragmented) MP4 at ``out_dir/<rung.name>.mp4``
 with no metadata, chapters, artwork or video: the packager cuts CMAF segments
@@ -91,10 +91,15 @@ def build_command(
             "install an ffmpeg that has it or set TONEARM_FFMPEG"
         )
 
-    # Timestamps from the sample count: a master with jittery or offset timestamps
-    # still gives one gapless run of samples starting at 0.
-    decoded = ffmpeg_python.input(str(master)).audio.filter("asetpts", "N/SR/TB")
-    resampled = decoded.filter("aresample", **resample_options(ffmpeg.path, ladder.sample_rate, prefer=resampler))
+    # Timestamps are rebuilt from the sample count after resampling, in 1/48000 ticks: the
+    # resampler rescales the master's timestamps with rounding, which otherwise reaches the
+    # encoders as +-1 tick jitter (1023/1025-tick AAC frames in stts) and moves segment
+    # boundaries; a master with offset or gappy timestamps also becomes one run from 0.
+    resampled = (
+        ffmpeg_python.input(str(master)).audio
+        .filter("aresample", **resample_options(ffmpeg.path, ladder.sample_rate, prefer=resampler))
+        .filter("asetpts", "N/SR/TB")
+    )
 
     by_count: dict[int, list[Rung]] = {}
     for rung in rungs:
