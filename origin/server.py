@@ -57,8 +57,22 @@ async def _worker_main(cfg: Config, reuse_port: bool, index: int, loop_name: str
     await runner.cleanup()  # stops listening, then waits for in-flight requests up to SHUTDOWN_S
 
 
+def _raise_fd_limit() -> None:
+    """Every connection and open file is a descriptor; the usual soft limit of 1024 is too low for a server."""
+    try:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = hard if hard != resource.RLIM_INFINITY else 65536
+        if soft < want:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    except (ImportError, ValueError, OSError):
+        pass
+
+
 def _run_worker(cfg: Config, reuse_port: bool, index: int) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    _raise_fd_limit()
     loop_name = _event_loop_policy()
     if reuse_port:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides

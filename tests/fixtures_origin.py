@@ -79,6 +79,15 @@ def make_ffmpeg_asset(published: Path, name: str = "fixture", *, seconds: float 
     return asset_id
 
 
+def add_big_media(published: Path, asset_id: str, mb: int = 16, name: str = "single/big.mp4") -> Path:
+    """A media file larger than the origin's per-file cache limit, so it is always streamed from disk."""
+    import os
+
+    path = published / asset_id / name
+    path.write_bytes(os.urandom(mb * 1024 * 1024))
+    return path
+
+
 def plant_secrets(data_root: Path) -> list[Path]:
     """Secret files next to and above the published tree, plus symlinks pointing at them from inside it."""
     places = [data_root / "secret.m4s", data_root.parent / "secret.m4s", data_root / "staging" / "secret.m4s",

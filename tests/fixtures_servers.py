@@ -14,6 +14,7 @@ Every server runs as a non-daemon subprocess with its own temp directory
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 NGINX = "/usr/sbin/nginx"
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 S3_ENV = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
@@ -74,7 +76,7 @@ class ServerProcess:
         if self._final_log is not None:
             return self._final_log
         try:
-            return self.log_path.read_text(errors="replace")
+            return ANSI.sub("", self.log_path.read_text(errors="replace"))  # moto colours its request log
         except FileNotFoundError:
             return ""
 

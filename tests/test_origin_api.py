@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+
 import pytest
 
 from fixtures_origin import asset_id_for, make_ffmpeg_asset

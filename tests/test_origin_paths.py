@@ -7,10 +7,10 @@ the data directory, and symlinks inside a published asset point at them.
 
 from __future__ import annotations
 
-import time
 import os
 import shutil
 import socket
+import time
 
 import pytest
 
