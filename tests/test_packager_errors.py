@@ -87,3 +87,12 @@ def test_codecs_string_follows_the_audio_object_type():
     assert entry.codecs == "mp4a.40.42"
     with pytest.raises(CodecError, match="'mp4v'"):
         describe(box("mp4v", bytes(28)))
+
+
+@pytest.mark.parametrize("name", ["single", "master"])
+def test_rung_names_that_collide_with_layout_files_are_rejected(tmp_path, name):
+    from tonearm.model import Rung
+
+    enc = [EncodedRendition(rung=Rung(name=name, codec="aac", bitrate=128_000), path=tmp_path / "x.mp4", channels=2)]
+    with pytest.raises(PackagerError, match=f"'{name}' is reserved"):
+        package(enc, LadderConfig(), tmp_path / "out", layout="segmented")
