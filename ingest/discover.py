@@ -62,7 +62,7 @@ class Item:
         }
         folder = ctx.storage.root / "quarantine" / self.error.details["quarantine_id"]
         write_json_atomic(folder / "reason.json", reason)
-        log.warning("rejected %s: %s (%s)", self.path, self.error.code, self.error.message)
+        log.info("rejected %s: %s (%s)", self.path, self.error.code, self.error.message)  # the CLI prints it
         return JobResult(source=str(self.path), outcome=Outcome.QUARANTINED, error=self.error)
 
 
