@@ -133,7 +133,7 @@ class Run:
         connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, keepalive_timeout=30)
         timeout = aiohttp.ClientTimeout(total=self.timeout)
         self._t0 = time.monotonic()
-        async with aiohttp.ClientSession(connector=connector, timeout=timeout, auto_decompress=False) as session:
+        async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
             await asyncio.gather(*(self._listener(session, i, t) for i, t in enumerate(start_times)))
 
 

@@ -1,9 +1,8 @@
-"""The servers a benchmark runs on loopback: tonearm's origin, plain nginx, the nginx edge.
+"""The nginx edge of deploy/nginx-edge.conf on loopback, and memory sampling of server processes.
 
-Each is a context manager that starts the process, waits until it answers
-HTTP, and stops it (TERM, then KILL) on exit.  ``pids()`` lists the serving
-processes (a master and its workers) so memory can be sampled from
-``/proc/<pid>/status``.
+tonearm's origin and the plain-nginx baseline come from ``tests.fixtures_servers``
+(the same servers the tests use); this module adds the edge, which renders the
+shipped template, and ``RssSampler``, which sums VmRSS over a server's process tree.
 """
 
 from __future__ import annotations
@@ -11,23 +10,17 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Sequence
 
+from tests.fixtures_servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 EDGE_TEMPLATE = ROOT / "deploy" / "nginx-edge.conf"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def nginx_binary() -> str:
@@ -164,67 +157,6 @@ class Server:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
-
-
-class TonearmOrigin(Server):
-    """``tonearm serve`` over a data directory."""
-
-    name = "tonearm"
-
-    def __init__(self, data: Path, *, workers: int = 1, port: int | None = None) -> None:
-        super().__init__(port)
-        self.data = data
-        self.workers = workers
-
-    def argv(self) -> list[str]:
-        return [sys.executable, "-m", "tonearm.cli", "--data", str(self.data), "serve", "--host", "127.0.0.1",
-                "--port", str(self.port), "--workers", str(self.workers)]
-
-
-class NginxStatic(Server):
-    """nginx serving a directory the way a tuned static origin would: 1 worker, sendfile."""
-
-    name = "nginx"
-
-    def __init__(self, root: Path, run_dir: Path, *, prefix: str = "/", workers: int = 1,
-                 headers: dict[str, str] | None = None, port: int | None = None) -> None:
-        super().__init__(port)
-        self.root = root
-        self.run_dir = run_dir
-        self.prefix = prefix
-        self.workers = workers
-        self.headers = headers or {}
-
-    def argv(self) -> list[str]:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.run_dir / f"nginx-{self.port}.conf"
-        add = "".join(f'            add_header {k} "{v}";\n' for k, v in self.headers.items())
-        conf.write_text(f"""
-worker_processes {self.workers};
-worker_rlimit_nofile 65536;
-pid {self.run_dir}/nginx-{self.port}.pid;
-error_log stderr warn;
-daemon off;
-events {{ worker_connections 8192; }}
-http {{
-    types {{ application/vnd.apple.mpegurl m3u8; application/dash+xml mpd; video/mp4 mp4 m4s; audio/mp4 m4a; }}
-    default_type application/octet-stream;
-    sendfile on;
-    tcp_nopush on;
-    keepalive_requests 100000;
-    open_file_cache max=10000 inactive=60s;
-    access_log off;
-    client_body_temp_path {self.run_dir}/body-{self.port};
-    proxy_temp_path {self.run_dir}/proxy-{self.port};
-    server {{
-        listen 127.0.0.1:{self.port} backlog=4096;
-        location {self.prefix} {{
-            alias {self.root}/;
-{add}        }}
-    }}
-}}
-""")
-        return [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir)]
 
 
 def render_edge_config(*, listen: str, origin: str, cache_dir: Path, runtime_dir: Path,

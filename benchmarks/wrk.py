@@ -35,10 +35,10 @@ class WrkResult:
                 "latency_ms": {k: round(v, 3) for k, v in self.latency_ms.items()}}
 
 
-def write_paths(path: Path, entries: list[tuple[str, int]]) -> Path:
-    """The list the Lua script picks from: one ``<url path> <size>`` per line."""
+def write_paths(path: Path, entries: list[tuple[str, int]] | list[tuple[str, int, str]]) -> Path:
+    """The list the Lua script picks from: one ``<url path> <size> [<Range value>]`` per line."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("".join(f"{p} {size}\n" for p, size in entries))
+    path.write_text("".join(" ".join(str(f) for f in e) + "\n" for e in entries))
     return path
 
 

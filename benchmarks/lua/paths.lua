@@ -2,8 +2,9 @@
 --
 --   wrk ... -s paths.lua -- <paths file> <mode>
 --
--- paths file: one "<path> <size>" per line.  mode: "full" (plain GET) or "range" (a random
--- single range inside each file, "bytes=a-b").  done() prints one JSON line
+-- paths file: one "<path> <size> [<range>]" per line.  mode: "full" (plain GET) or "range":
+-- the line's own range ("bytes=a-b", e.g. an EXT-X-BYTERANGE sub-range), else 4 random single
+-- ranges inside the file.  done() prints one JSON line
 -- starting with "WRKJSON " so the caller does not parse wrk's human-readable text.
 
 local requests = {}
@@ -13,10 +14,12 @@ function init(args)
   -- per-thread seed: threads must not walk the same sequence
   math.randomseed(os.time() + tonumber(tostring({}):match("0x(%x+)") or "1", 16) % 100000)
   for line in io.lines(file) do
-    local path, size = line:match("^(%S+)%s+(%d+)")
+    local path, size, rng = line:match("^(%S+)%s+(%d+)%s*(%S*)")
     if path then
       size = tonumber(size)
-      if mode == "range" and size > 1 then
+      if mode == "range" and rng ~= "" then
+        requests[#requests + 1] = wrk.format("GET", path, { ["Range"] = rng })
+      elseif mode == "range" and size > 1 then
         for _ = 1, 4 do
           local a = math.random(0, size - 1)
           local b = math.min(size - 1, a + math.random(0, 65535))
