@@ -148,3 +148,89 @@ def top_level_boxes(path: Path) -> list[str]:
             types.append(kind.decode("latin-1"))
             pos += size
     return types
+
+
+def iter_boxes(data: bytes, start: int = 0, end: int | None = None):
+    """Yield (type, offset, size, header_size) of the boxes in data[start:end]."""
+    end = len(data) if end is None else end
+    pos = start
+    while pos + 8 <= end:
+        size, kind = struct.unpack_from(">I4s", data, pos)
+        header = 8
+        if size == 1:
+            size = struct.unpack_from(">Q", data, pos + 8)[0]
+            header = 16
+        elif size == 0:
+            size = end - pos
+        if size < header:
+            raise ValueError(f"bad box size {size} at {pos}")
+        yield kind.decode("latin-1"), pos, size, header
+        pos += size
+
+
+def default_sample_duration(init: bytes) -> int:
+    """trex default_sample_duration from an init segment (ISO/IEC 14496-12 8.8.3), 0 if none."""
+    for kind, pos, size, hdr in iter_boxes(init):
+        if kind == "moov":
+            for k2, p2, s2, h2 in iter_boxes(init, pos + hdr, pos + size):
+                if k2 == "mvex":
+                    for k3, p3, s3, h3 in iter_boxes(init, p2 + h2, p2 + s2):
+                        if k3 == "trex":
+                            return struct.unpack_from(">I", init, p3 + h3 + 12)[0]
+    return 0
+
+
+def fragment_durations(data: bytes, trex_default: int = 0) -> list[int]:
+    """Total sample duration (ticks) of every moof in ``data``, read from tfhd/trun
+    (ISO/IEC 14496-12 8.8.7, 8.8.8): the media says how long it is, not the manifest."""
+    out = []
+    for kind, pos, size, hdr in iter_boxes(data):
+        if kind != "moof":
+            continue
+        total = 0
+        for k2, p2, s2, h2 in iter_boxes(data, pos + hdr, pos + size):
+            if k2 != "traf":
+                continue
+            default = trex_default
+            for k3, p3, s3, h3 in iter_boxes(data, p2 + h2, p2 + s2):
+                body = p3 + h3
+                flags = struct.unpack_from(">I", data, body)[0] & 0xFFFFFF
+                if k3 == "tfhd":
+                    cur = body + 8  # version/flags, track_ID
+                    cur += 8 if flags & 0x1 else 0
+                    cur += 4 if flags & 0x2 else 0
+                    if flags & 0x8:
+                        default = struct.unpack_from(">I", data, cur)[0]
+                elif k3 == "trun":
+                    count = struct.unpack_from(">I", data, body + 4)[0]
+                    cur = body + 8 + (4 if flags & 0x1 else 0) + (4 if flags & 0x4 else 0)
+                    per = 4 * bin(flags & 0xF00).count("1")
+                    for _ in range(count):
+                        total += struct.unpack_from(">I", data, cur)[0] if flags & 0x100 else default
+                        cur += per
+        out.append(total)
+    return out
+
+
+def parse_sidx(data: bytes) -> tuple[int, int, list[tuple[int, int]]]:
+    """(timescale, first_offset, [(referenced_size, subsegment_duration)]) of a sidx box
+    (ISO/IEC 14496-12 8.16.3); ``data`` starts at the box."""
+    size, kind = struct.unpack_from(">I4s", data, 0)
+    assert kind == b"sidx", kind
+    version = data[8]
+    timescale = struct.unpack_from(">I", data, 16)[0]
+    if version == 0:
+        _ept, first_offset = struct.unpack_from(">II", data, 20)
+        cur = 28
+    else:
+        _ept, first_offset = struct.unpack_from(">QQ", data, 20)
+        cur = 36
+    count = struct.unpack_from(">H", data, cur + 2)[0]
+    cur += 4
+    refs = []
+    for _ in range(count):
+        word, duration, _sap = struct.unpack_from(">III", data, cur)
+        assert not word >> 31, "hierarchical sidx not expected"
+        refs.append((word & 0x7FFFFFFF, duration))
+        cur += 12
+    return timescale, first_offset, refs
