@@ -17,6 +17,7 @@ import shutil
 import signal
 import sys
 import tempfile
+from typing import Any
 
 from tonearm.config import Config
 
@@ -36,7 +37,7 @@ def _event_loop_policy() -> str:
         return "asyncio"
 
 
-async def _worker_main(cfg: Config, reuse_port: bool, index: int, loop_name: str) -> None:
+async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any = None) -> None:
     from aiohttp import web
 
     from origin.app import make_app
@@ -50,7 +51,9 @@ async def _worker_main(cfg: Config, reuse_port: bool, index: int, loop_name: str
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    if index == 0:
+    if ready is not None:
+        ready.release()  # tell the parent this worker listens
+    else:
         print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:{cfg.origin.port}"
               f" ({cfg.origin.workers} worker(s), {loop_name})", file=sys.stderr, flush=True)
     await stop.wait()
@@ -70,13 +73,18 @@ def _raise_fd_limit() -> None:
         pass
 
 
-def _run_worker(cfg: Config, reuse_port: bool, index: int) -> None:
+def _exit_quietly(signum: int, _frame: object) -> None:
+    raise SystemExit(0)  # stopped before it listened: nothing in flight to drain
+
+
+def _run_worker(cfg: Config, reuse_port: bool, ready: Any = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    signal.signal(signal.SIGTERM, _exit_quietly)  # until the loop's own handler takes over
     _raise_fd_limit()
     loop_name = _event_loop_policy()
     if reuse_port:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
-    asyncio.run(_worker_main(cfg, reuse_port, index, loop_name))
+    asyncio.run(_worker_main(cfg, reuse_port, loop_name, ready))
 
 
 def serve(cfg: Config) -> int:
@@ -84,7 +92,7 @@ def serve(cfg: Config) -> int:
     workers = max(1, cfg.origin.workers)
     if workers == 1:
         try:
-            _run_worker(cfg, False, 0)
+            _run_worker(cfg, False)
         except KeyboardInterrupt:
             pass
         except OSError as exc:
@@ -99,7 +107,9 @@ def serve(cfg: Config) -> int:
         own_dir = tempfile.mkdtemp(prefix="tonearm-metrics-")
         os.environ["PROMETHEUS_MULTIPROC_DIR"] = own_dir  # set before any worker imports prometheus_client
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_run_worker, args=(cfg, True, i), name=f"tonearm-worker-{i}") for i in range(workers)]
+    ready = ctx.Semaphore(0)
+    procs = [ctx.Process(target=_run_worker, args=(cfg, True, ready), name=f"tonearm-worker-{i}")
+             for i in range(workers)]
     for p in procs:
         p.start()
 
@@ -111,8 +121,14 @@ def serve(cfg: Config) -> int:
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     code = 0
+    listening = 0
     try:
         while any(p.is_alive() for p in procs):
+            while listening < workers and ready.acquire(timeout=0):
+                listening += 1
+                if listening == workers:
+                    print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:"
+                          f"{cfg.origin.port} ({workers} workers)", file=sys.stderr, flush=True)
             for p in procs:
                 p.join(0.2)
                 if p.exitcode not in (None, 0):  # a worker died: stop the rest rather than serve degraded

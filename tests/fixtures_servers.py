@@ -214,6 +214,11 @@ def start_origin(data_dir: str | os.PathLike[str], *, workers: int = 1, port: in
     server = ServerProcess(proc, f"http://127.0.0.1:{p}", work, log_path, tmp)
     try:
         wait_http(server.base_url + "/healthz", timeout, proc)
+        deadline = time.monotonic() + timeout
+        while "tonearm origin: serving" not in server.log():  # printed once every worker listens
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("origin never reported that all workers listen")
+            time.sleep(0.05)
     except BaseException:
         log_text = server.log()
         server.stop(signal.SIGKILL)
