@@ -8,6 +8,7 @@ shipped template, and ``RssSampler``, which sums VmRSS over a server's process t
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import signal
 import subprocess
@@ -159,6 +160,15 @@ class Server:
         self.stop()
 
 
+def _raise_nofile(n: int) -> None:
+    """Raise this process's RLIMIT_NOFILE (hard too, when permitted) so children inherit it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, n), max(hard, n)))
+    except (ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 def render_edge_config(*, listen: str, origin: str, cache_dir: Path, runtime_dir: Path,
                        worker_processes: str = "1", worker_connections: int = 8192,
                        cache_max_size: str = "2g", template: Path = EDGE_TEMPLATE) -> str:
@@ -194,9 +204,13 @@ class Edge(Server):
         shutil.rmtree(self.run_dir, ignore_errors=True)
         (self.run_dir / "cache").mkdir(parents=True)
         conf = self.run_dir / "nginx-edge.conf"
-        conf.write_text(render_edge_config(
+        text = render_edge_config(
             listen=f"127.0.0.1:{self.port}", origin=f"127.0.0.1:{self.origin_port}", cache_dir=self.run_dir / "cache",
-            runtime_dir=self.run_dir, worker_processes=self.workers, worker_connections=16384))
+            runtime_dir=self.run_dir, worker_processes=self.workers, worker_connections=16384)
+        if os.geteuid() == 0:  # workers would drop to nobody and could not enter private temp dirs
+            text = "user root root;\n" + text
+        conf.write_text(text)
+        _raise_nofile(65536)  # the template's worker_rlimit_nofile; nginx inherits the hard limit
         return [nginx_binary(), "-c", str(conf), "-p", str(self.run_dir)]
 
     def flush_log(self) -> None:
