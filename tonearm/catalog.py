@@ -99,7 +99,7 @@ class Catalog:
             state, holder, until = row
             if AssetState(state) in FINAL_STATES:
                 return Claim.DONE
-            if holder and holder != owner and until and until > now:
+            if holder and holder != owner and until and until > now and _owner_alive(holder):
                 return Claim.BUSY
             db.execute(
                 "UPDATE assets SET owner=?, lease_until=?, updated_at=? WHERE id=?",
@@ -160,6 +160,22 @@ class Catalog:
             if state is None:
                 return db.execute("SELECT COUNT(*) FROM assets").fetchone()[0]
             return db.execute("SELECT COUNT(*) FROM assets WHERE state=?", (state.value,)).fetchone()[0]
+
+
+def _owner_alive(owner: str) -> bool:
+    """False only for a lease holder on this host whose process is gone (killed, crashed):
+    its lease is dead now, so a rerun takes over at once instead of waiting for it to expire.
+    Holders on other hosts are trusted until their lease runs out."""
+    host, _, pid = owner.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 def _record(row: tuple[Any, ...]) -> AssetRecord:
