@@ -6,6 +6,9 @@ oversampling) and ``astats`` (sample peak, flatness at the peak, number of
 samples), and we read the error lines it logs: ``-loglevel level+info``
 prefixes every line with its level, so demuxer and decoder errors are told
 apart from the statistics without a second pass.
+
+Mono is measured as one channel, as BS.1770 defines it (a -20 dBFS sine reads
+-23 LUFS); players that treat mono as dual-mono will hear it 3 dB louder.
 """
 
 from __future__ import annotations
@@ -52,6 +55,11 @@ class Decoded:
     errors: list[str] = field(default_factory=list)
     duration_estimated: bool = False  # ffmpeg guessed the header duration from the bit rate
     summary: Probe | None = None  # the stream summary ffmpeg printed for this run
+
+    @property
+    def failed_packets(self) -> int:
+        """Packets lost to errors: ffmpeg reports each once as "Error while decoding stream"."""
+        return sum("Error while decoding" in e for e in self.errors) or len(self.errors)
 
     @property
     def silent(self) -> bool:

@@ -49,8 +49,8 @@ LOSSY_TOLERANCE_S = 0.1
 LOSSY_TOLERANCE_FRACTION = 0.0005
 LOSSLESS_CODECS = frozenset({"flac", "alac", "wavpack", "tta", "ape", "mlp", "truehd", "shorten"})
 MAX_ERRORS_KEPT = 5
-# A damaged frame costs at most one frame of audio (FLAC's largest common block, 4608 samples, is
-# ~0.1 s at 44.1 kHz); a shortfall beyond 0.5 s per reported error means the end is missing.
+# A failed packet costs one frame of audio (FLAC's largest common block, 4608 samples, is ~0.1 s
+# at 44.1 kHz); a shortfall beyond 0.5 s per failed packet means the end is missing.
 SECONDS_LOST_PER_ERROR = 0.5
 # Loudness range is a statistic of 3 s short-term values (EBU Tech 3342); with only a few of them
 # ffmpeg's ebur128 reports artefacts (20 LU for a steady 3 s tone), so short masters get none.
@@ -114,7 +114,7 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) ->
                      errors=errors, **timing)
     tol = tolerance_s(pr.codec, header_s or 0.0)
     shortfall = (header_s - decoded_s) if header_s is not None else 0.0
-    if shortfall > tol and shortfall > len(dec.errors) * SECONDS_LOST_PER_ERROR:
+    if shortfall > tol and shortfall > dec.failed_packets * SECONDS_LOST_PER_ERROR:
         raise reject(TRUNCATED, f"only {decoded_s:.3f} s of the {header_s:.3f} s the header promises decode; "
                      "the file looks cut off", tolerance_s=tol, errors=errors, **timing)
     if dec.errors:

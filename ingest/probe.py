@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.errors import FFMPEG_TIMEOUT, NO_AUDIO_STREAM, NOT_AUDIO, reject
+from ingest.errors import FFMPEG_TIMEOUT, NO_AUDIO_STREAM, NOT_AUDIO, TRUNCATED, reject
 from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout, run
 
 
@@ -41,11 +41,26 @@ def probe(path: Path, *, ffmpeg: FfmpegInfo, timeout: float) -> Probe:
     return probe_with_pyav(path)
 
 
+_MAGIC = (b"OggS", b"fLaC", b"RIFF", b"RF64", b"BW64", b"FORM", b"ID3", b"caff")
+
+
+def _has_audio_magic(path: Path) -> bool:
+    """Does the file start like one of the containers we accept (MP4 has ``ftyp`` at offset 4)?"""
+    with open(path, "rb") as f:
+        head = f.read(12)
+    return head.startswith(_MAGIC) or head[4:8] == b"ftyp"
+
+
 def probe_with_pyav(path: Path) -> Probe:
     import av
 
     try:
         container = av.open(str(Path(path).absolute()), mode="r")
+    except av.error.EOFError as exc:
+        if _has_audio_magic(path):  # a real container whose bytes end before its headers do
+            raise reject(TRUNCATED, "the file ends inside its container headers; it looks cut off",
+                         ffmpeg_error=str(exc)) from None
+        raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
     except (av.FFmpegError, UnicodeDecodeError) as exc:
         raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
     with container:

@@ -195,3 +195,11 @@ def test_one_hour_master(tmp_path, ff):
     # at 8 kHz sampling differs slightly from 48 kHz, hence the wider tolerance)
     assert info.loudness.integrated_lufs == pytest.approx(ONE_CHANNEL_LUFS, abs=0.3)
     assert info.loudness.sample_peak_dbfs == pytest.approx(-20.0, abs=0.05)
+
+
+def test_rf64_wav(tmp_path, ff):
+    """RF64 (EBU Tech 3306) keeps the real data size in ds64; the RIFF field says 0xFFFFFFFF."""
+    path = make(tmp_path, "big.wav", "wav", seconds=SECONDS, extra=["-rf64", "always"])
+    assert path.read_bytes()[:4] == b"RF64"
+    info = check(path, ff)
+    assert info.header_duration_s == pytest.approx(SECONDS) and info.duration_s == pytest.approx(SECONDS)

@@ -183,3 +183,20 @@ def test_sine_source_is_what_the_reference_claims(tmp_path):
     ffmpeg(*sine_source(seconds=1), "-f", "f32le", "-c:a", "pcm_f32le", "file:" + str(raw))
     samples = np.frombuffer(raw.read_bytes(), dtype="<f4")
     assert float(np.max(np.abs(samples))) == pytest.approx(0.1, abs=1e-4)
+
+
+def test_truncated_rf64(tmp_path, ff):
+    src = make(tmp_path, "big.wav", "wav", seconds=6, extra=["-rf64", "always"])
+    rej = rejection(truncate(src, tmp_path / "cut.wav", 0.5), ff)
+    assert rej.error.code == "truncated" and rej.error.details["header_s"] == pytest.approx(6.0)
+
+
+@pytest.mark.parametrize("fmt", ["flac", "mp3", "wav", "opus"])
+@pytest.mark.parametrize("fraction", [0.1, 0.97])
+def test_a_cut_anywhere_is_rejected(tmp_path, ff, fmt, fraction):
+    """Early or late, a cut never passes; a late one may show only as a damaged last frame."""
+    src = make(tmp_path, f"whole_{fmt}", fmt, seconds=6)
+    rej = rejection(truncate(src, tmp_path / f"cut{src.suffix}", fraction), ff)
+    assert rej.error.code in ("truncated", "decode_error")
+    if fraction < 0.5:
+        assert rej.error.code == "truncated"
