@@ -12,12 +12,6 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-# Boxes whose payload is nothing but child boxes (14496-12 box hierarchy, audio subset).
-CONTAINERS = frozenset({
-    "moov", "trak", "mdia", "minf", "stbl", "edts", "dinf", "mvex", "moof", "traf", "mfra", "udta",
-})
-
-
 class BoxError(ValueError):
     """The bytes are not a well-formed ISOBMFF box structure."""
 
