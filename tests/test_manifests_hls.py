@@ -124,3 +124,19 @@ def test_tag_spellings_agree_with_the_m3u8_package_and_round_trip(pk):
                 if line.startswith(T.EXTINF):
                     value = line.split(":", 1)[1].rstrip(",")
                     assert len(value.split(".")[1]) <= 6 and value == value.strip()
+
+
+def test_master_shorter_than_half_a_target_duration_declares_its_whole_rate(tmp_path):
+    """No run of segments lasts 0.5-1.5 x TARGETDURATION (0.32 s of media, TARGETDURATION 1): BANDWIDTH is
+    the rate of the whole presentation, which is then also AVERAGE-BANDWIDTH (tonearm's documented rule)."""
+    from fixtures_packager import RUNGS, package_master
+
+    short = package_master(tmp_path, seconds=0.3, rungs=(RUNGS[1], RUNGS[3]))
+    master = m3u8.load(str(short.out / "master.m3u8"))
+    for variant in master.playlists:
+        name = variant.uri.split("/")[0]
+        ((_, size, ticks),) = measured_media(short, "segmented", name)
+        assert ticks / 48000 < 0.5
+        whole = 8 * size / (ticks / 48000)
+        assert variant.stream_info.bandwidth == variant.stream_info.average_bandwidth
+        assert abs(variant.stream_info.bandwidth - whole) <= 1
