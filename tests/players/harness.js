@@ -1,0 +1,484 @@
+/* Runs one playback scenario against one real player (hls.js, dash.js or Shaka) in the page and
+ * returns a JSON report: what the player exposed, what it confirmed through its own events, what
+ * the media element and the Web Audio analyser measured. The report states facts; the pytest side
+ * decides pass or fail, so a deliberately broken asset shows exactly which step failed and why.
+ *
+ * window.runScenario(spec) with spec = {
+ *   player: 'hls' | 'dash' | 'shaka', url, tones: [{start, end, freq}],
+ *   clockSeconds, nearEnd (seconds before the end to seek to), steps: [...names to run]
+ * }
+ */
+'use strict';
+
+const ANALYSER_FFT = 8192; // 5.9 Hz bins at 48 kHz: adjacent test tones are >= 100 Hz apart
+const BOUNDARY_GUARD = 0.45; // seconds kept clear of a tone change when measuring
+const SETTLE = 0.4; // seconds of uninterrupted playback before the analyser window is trusted
+
+/* hls.js reports stalls after seeks and flushes as non-fatal errors: they are notes, not failures. */
+const HLS_BENIGN = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole']);
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+function safe(value, depth = 0) {
+  if (value === null || value === undefined) return value ?? null;
+  if (typeof value !== 'object') return typeof value === 'function' ? undefined : value;
+  if (depth > 2) return String(value);
+  if (Array.isArray(value)) return value.slice(0, 10).map((v) => safe(v, depth + 1));
+  if (value instanceof Error) return `${value.name}: ${value.message}`;
+  const out = {};
+  for (const k of Object.keys(value).slice(0, 30)) {
+    const v = safe(value[k], depth + 1);
+    if (v !== undefined) out[k] = v;
+  }
+  return out;
+}
+
+class Run {
+  constructor(spec) {
+    this.spec = spec;
+    this.report = {
+      player: spec.player, url: spec.url, ok: false, failedStep: null, failure: null,
+      steps: [], errors: [], notes: [], renditions: [], switches: [], tones: [],
+      userAgent: navigator.userAgent,
+    };
+    this.fatal = null;
+    this.lastDiscontinuity = 0; // media time from which the analyser sees contiguous audio
+    this.audio = document.createElement('audio');
+    this.audio.controls = true;
+    document.body.appendChild(this.audio);
+    for (const name of ['seeking', 'playing']) {
+      this.audio.addEventListener(name, () => { this.lastDiscontinuity = this.audio.currentTime; });
+    }
+    this.audio.addEventListener('error', () => {
+      const e = this.audio.error;
+      this.fail({ source: 'HTMLMediaElement', code: e && e.code, message: e && e.message });
+    });
+  }
+
+  /** A player or media error: recorded, and every pending wait rejects with it. */
+  fail(err) {
+    const e = safe(err);
+    this.report.errors.push(e);
+    if (!this.fatal) this.fatal = e;
+  }
+
+  note(n) { if (this.report.notes.length < 50) this.report.notes.push(safe(n)); }
+
+  async waitUntil(cond, timeoutMs, what) {
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (this.fatal) throw new Error(`player error while waiting for ${what}: ${JSON.stringify(this.fatal)}`);
+      const v = cond();
+      if (v) return v;
+      if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+      await sleep(40);
+    }
+  }
+
+  async step(name, fn) {
+    const t0 = performance.now();
+    try {
+      const data = (await fn()) || {};
+      this.report.steps.push({ name, ok: true, ms: Math.round(performance.now() - t0), at: this.audio.currentTime, ...data });
+    } catch (e) {
+      this.report.steps.push({ name, ok: false, ms: Math.round(performance.now() - t0), error: String(e && e.message || e) });
+      this.report.failedStep = name;
+      throw e;
+    }
+  }
+
+  setupAnalyser() {
+    this.ctx = new AudioContext();
+    const src = this.ctx.createMediaElementSource(this.audio);
+    this.analyser = this.ctx.createAnalyser();
+    this.analyser.fftSize = ANALYSER_FFT;
+    this.analyser.smoothingTimeConstant = 0;
+    src.connect(this.analyser);
+    this.analyser.connect(this.ctx.destination);
+    this.bins = new Float32Array(this.analyser.frequencyBinCount);
+  }
+
+  /** Dominant frequency (Hz) and its level (dBFS) of what the element is playing right now. */
+  dominant() {
+    this.analyser.getFloatFrequencyData(this.bins);
+    const hz = this.ctx.sampleRate / ANALYSER_FFT;
+    let best = -1; let db = -Infinity;
+    for (let i = Math.floor(100 / hz); i < Math.min(this.bins.length, Math.ceil(6000 / hz)); i++) {
+      if (this.bins[i] > db) { db = this.bins[i]; best = i; }
+    }
+    // Parabolic interpolation between neighbouring bins gives sub-bin accuracy.
+    const a = this.bins[best - 1]; const c = this.bins[best + 1];
+    const shift = Number.isFinite(a) && Number.isFinite(c) && a - 2 * db + c !== 0 ? 0.5 * (a - c) / (a - 2 * db + c) : 0;
+    return { freq: (best + shift) * hz, db };
+  }
+
+  expectedTone(t) {
+    const sec = this.spec.tones.find((s) => t >= s.start && t < s.end);
+    return sec ? sec.freq : null;
+  }
+
+  safeForTone(t) {
+    if (t - this.lastDiscontinuity < SETTLE) return false;
+    return this.spec.tones.every((s) => Math.abs(t - s.start) >= BOUNDARY_GUARD && Math.abs(t - s.end) >= BOUNDARY_GUARD);
+  }
+
+  /** Measure the dominant tone once the playhead is clear of boundaries and discontinuities. */
+  async tone(label) {
+    const entry = { label };
+    try {
+      await this.waitUntil(() => !this.audio.paused && this.safeForTone(this.audio.currentTime), 3000, `a measurable position (${label})`);
+    } catch (e) {
+      if (this.fatal) throw e;
+      entry.skipped = `no measurable position near ${this.audio.currentTime.toFixed(2)} s`;
+      this.report.tones.push(entry);
+      return entry;
+    }
+    const samples = [];
+    for (let i = 0; i < 3; i++) {
+      const t = this.audio.currentTime;
+      samples.push({ t, expected: this.expectedTone(t), ...this.dominant() });
+      await sleep(60);
+    }
+    samples.sort((x, y) => x.freq - y.freq);
+    Object.assign(entry, samples[1]);
+    this.report.tones.push(entry);
+    return entry;
+  }
+
+  /** Playback continues: the media clock moves at least `seconds` within `timeoutMs`. */
+  async advances(seconds, timeoutMs, what) {
+    const t0 = this.audio.currentTime;
+    await this.waitUntil(() => !this.audio.paused && this.audio.currentTime >= t0 + seconds, timeoutMs, what);
+    return { from: t0, to: this.audio.currentTime };
+  }
+
+  async seek(t, what) {
+    const seq = ++this.seekSeq;
+    this.seekedSeq = this.seekedSeq || 0;
+    this.audio.addEventListener('seeked', () => { this.seekedSeq = seq; }, { once: true });
+    this.audio.currentTime = t;
+    await this.waitUntil(() => this.seekedSeq === seq, 10000, `seeked (${what})`);
+    const moved = await this.advances(0.3, 10000, `playback after seeking to ${t.toFixed(2)} s`);
+    return { target: t, ...moved };
+  }
+
+  /** Emulate a browser that cannot decode some codecs: MSE answers "not supported" for them, as
+   *  it would on a platform without the decoder, so the player must filter those renditions out. */
+  static hideCodecs(codecs) {
+    for (const name of ['MediaSource', 'ManagedMediaSource', 'WebKitMediaSource']) {
+      const MS = window[name];
+      if (!MS || MS.__tonearmHidden) continue;
+      const original = MS.isTypeSupported.bind(MS);
+      MS.isTypeSupported = (type) => !codecs.some((c) => type.toLowerCase().includes(c.toLowerCase())) && original(type);
+      MS.__tonearmHidden = true;
+    }
+  }
+
+  async run() {
+    const s = this.spec;
+    this.report.flacSupported = MediaSource.isTypeSupported('audio/mp4; codecs="flac"'); // before any hiding
+    if (s.unsupportedCodecs) Run.hideCodecs(s.unsupportedCodecs);
+    this.seekSeq = 0;
+    const adapters = { hls: HlsAdapter, dash: DashAdapter, shaka: ShakaAdapter };
+    const Adapter = adapters[s.player];
+    if (!Adapter) throw new Error(`unknown player ${s.player}`);
+    this.player = new Adapter(this);
+    this.report.playerVersion = this.player.version();
+    this.setupAnalyser();
+    const steps = new Set(s.steps || ['start', 'clock', 'decoded', 'tone_start', 'switch_all', 'switch_back', 'switch_return', 'seek_middle', 'seek_end', 'ended']);
+    try {
+      await this.step('start', async () => {
+        const t0 = performance.now();
+        await this.player.load(s.url);
+        this.report.renditions = this.player.renditions();
+        await this.audio.play();
+        await this.ctx.resume();
+        await this.advances(0.05, 15000, 'the media clock to start');
+        return { startupMs: Math.round(performance.now() - t0), duration: this.audio.duration, audioContext: this.ctx.state };
+      });
+      if (steps.has('clock')) {
+        await this.step('clock', async () => {
+          const w0 = performance.now(); const m0 = this.audio.currentTime;
+          await sleep((s.clockSeconds || 2) * 1000);
+          const wall = (performance.now() - w0) / 1000; const media = this.audio.currentTime - m0;
+          return { wall, media, ratio: media / wall, playbackRate: this.audio.playbackRate };
+        });
+      }
+      if (steps.has('decoded')) {
+        await this.step('decoded', async () => {
+          const b = this.audio.buffered;
+          const ranges = []; for (let i = 0; i < b.length; i++) ranges.push([b.start(i), b.end(i)]);
+          return { decodedBytes: this.audio.webkitAudioDecodedByteCount, buffered: ranges, level: this.dominant().db };
+        });
+      }
+      if (steps.has('tone_start')) await this.step('tone_start', async () => this.tone('start'));
+      if (steps.has('switch_all')) {
+        await this.step('switch_all', async () => {
+          const list = this.player.renditions();
+          const current = this.player.currentIndex();
+          const family = (r) => String(r.codecs || '').replace(/^.*codecs=/, '').replace(/"/g, '').split('.')[0].toLowerCase();
+          const home = current >= 0 ? family(list[current]) : null;
+          // Every rung is an explicit target: the other rungs of the codec playing now, back to the
+          // first rung (a real switch too), then the rungs of other codecs (a codec change).
+          const same = list.map((_, i) => i).filter((i) => i !== current && family(list[i]) === home);
+          const other = list.map((_, i) => i).filter((i) => i !== current && family(list[i]) !== home);
+          const order = [...same, ...(same.length ? [current] : []), ...other];
+          for (const i of order) await this.switchStep(i, list);
+          this.initial = current;
+          return { count: order.length, initial: current, order };
+        });
+      }
+      if (steps.has('switch_back') && this.initial >= 0) {
+        // The first rung, when switch_all did not target it (it was the only rung of its codec).
+        await this.step('switch_back', async () => {
+          const list = this.player.renditions();
+          if (this.report.switches.some((x) => x.index === this.initial)) return { needed: false };
+          await this.switchStep(this.initial, list);
+          return { needed: true, to: this.initial, codecs: list[this.initial].codecs };
+        });
+      }
+      if (steps.has('switch_return') && this.initial >= 0) {
+        // Back to the first rung from wherever switch_all ended: a codec change when the ladder mixes codecs.
+        await this.step('switch_return', async () => {
+          const list = this.player.renditions();
+          const from = this.player.currentIndex();
+          if (from === this.initial) return { needed: false };
+          await this.switchStep(this.initial, list);
+          return { needed: true, from, to: this.initial, fromCodecs: list[from] && list[from].codecs, codecs: list[this.initial].codecs };
+        });
+      }
+      const duration = this.audio.duration;
+      if (steps.has('seek_middle')) {
+        await this.step('seek_middle', async () => {
+          const r = await this.seek(duration / 2, 'middle');
+          return { ...r, tone: await this.tone('middle') };
+        });
+      }
+      if (steps.has('seek_end')) {
+        await this.step('seek_end', async () => {
+          const r = await this.seek(Math.max(0, duration - (s.nearEnd || 2.5)), 'near the end');
+          return { ...r, tone: await this.tone('near end') };
+        });
+      }
+      if (steps.has('ended')) {
+        await this.step('ended', async () => {
+          const remaining = (this.audio.duration - this.audio.currentTime) / (this.audio.playbackRate || 1);
+          await this.waitUntil(() => this.audio.ended, remaining * 1000 + 8000, 'the ended event');
+          return { currentTime: this.audio.currentTime, duration: this.audio.duration };
+        });
+      }
+      this.report.ok = true;
+    } catch (e) {
+      this.report.failure = String(e && e.message || e);
+    } finally {
+      this.report.final = {
+        currentTime: this.audio.currentTime, duration: this.audio.duration, ended: this.audio.ended,
+        decodedBytes: this.audio.webkitAudioDecodedByteCount, rendition: this.safeCurrent(),
+      };
+      try { await this.player.destroy(); } catch (e) { this.note({ destroy: String(e) }); }
+      try { await this.ctx.close(); } catch (e) { /* already closed */ }
+    }
+    return this.report;
+  }
+
+  /** Force rendition i, wait for the player's own confirmation, then prove playback goes on. */
+  async switchStep(i, list) {
+    const t0 = performance.now();
+    const confirmed = await this.player.switchTo(i, list);
+    const moved = await this.advances(0.3, 8000, `playback after switching to rendition ${i}`);
+    const tone = await this.tone(`after switch to ${i}`);
+    this.report.switches.push({
+      index: i, bitrate: list[i].bitrate, codecs: list[i].codecs, confirmed,
+      ms: Math.round(performance.now() - t0), ...moved, toneFreq: tone.freq ?? null,
+    });
+  }
+
+  safeCurrent() { try { return this.player.currentIndex(); } catch (e) { return null; } }
+}
+
+class HlsAdapter {
+  constructor(run) {
+    if (!window.Hls || !Hls.isSupported()) throw new Error('hls.js: MediaSource not supported');
+    this.run = run;
+    this.hls = new Hls(Object.assign({ enableWorker: true }, run.spec.playerConfig || {}));
+    this.switched = []; this.fragChanged = [];
+    this.hls.on(Hls.Events.ERROR, (_, d) => {
+      const e = {
+        player: 'hls.js', fatal: d.fatal, type: d.type, details: d.details,
+        reason: d.reason || (d.error && d.error.message) || (d.err && d.err.message) || '',
+        status: d.response && d.response.code, url: (d.frag && d.frag.url) || (d.context && d.context.url) || d.url || null,
+      };
+      if (!d.fatal && HLS_BENIGN.has(d.details)) run.note(e); else run.fail(e);
+    });
+    this.hls.on(Hls.Events.LEVEL_SWITCHED, (_, d) => this.switched.push(d.level));
+    this.hls.on(Hls.Events.FRAG_CHANGED, (_, d) => this.fragChanged.push(d.frag.level));
+  }
+
+  version() { return `hls.js ${Hls.version}`; }
+
+  async load(url) {
+    let parsed = null;
+    this.hls.on(Hls.Events.MANIFEST_PARSED, (_, d) => { parsed = d; });
+    this.hls.attachMedia(this.run.audio);
+    this.hls.loadSource(url);
+    await this.run.waitUntil(() => parsed, 15000, 'hls.js MANIFEST_PARSED');
+  }
+
+  renditions() {
+    return this.hls.levels.map((l, i) => ({ index: i, bitrate: l.bitrate, codecs: l.audioCodec || l.codecSet || null, uri: l.url[0] || l.uri }));
+  }
+
+  currentIndex() { return this.hls.currentLevel; }
+
+  /** Immediate switch (buffer flushed); confirmed by LEVEL_SWITCHED and then FRAG_CHANGED at the playhead. */
+  async switchTo(i) {
+    const s0 = this.switched.length; const f0 = this.fragChanged.length;
+    this.hls.currentLevel = i;
+    await this.run.waitUntil(() => this.switched.slice(s0).includes(i), 10000, `hls.js LEVEL_SWITCHED to ${i}`);
+    await this.run.waitUntil(() => this.fragChanged.slice(f0).includes(i), 10000, `hls.js FRAG_CHANGED on level ${i}`);
+    return { event: 'LEVEL_SWITCHED', level: i, playing: 'FRAG_CHANGED' };
+  }
+
+  async destroy() { this.hls.destroy(); }
+}
+
+class DashAdapter {
+  constructor(run) {
+    if (!window.dashjs) throw new Error('dash.js not loaded');
+    this.run = run;
+    const E = dashjs.MediaPlayer.events;
+    this.events = E;
+    this.p = dashjs.MediaPlayer().create();
+    this.p.updateSettings({
+      debug: { logLevel: dashjs.Debug.LOG_LEVEL_WARNING },
+      // Forced switches must stick: ABR off for audio (dash.js Settings streaming.abr.autoSwitchBitrate).
+      streaming: { abr: { autoSwitchBitrate: { audio: false } } },
+      ...(run.spec.playerConfig || {}),
+    });
+    this.rendered = []; this.tracksRendered = [];
+    const err = (name) => (e) => run.fail({
+      player: 'dash.js', event: name, code: e.error && e.error.code, message: (e.error && e.error.message) || e.message || '',
+      data: e.error && e.error.data ? safe(e.error.data) : null,
+    });
+    this.p.on(E.ERROR, err('error'));
+    this.p.on(E.PLAYBACK_ERROR, err('playbackError'));
+    this.p.on(E.QUALITY_CHANGE_RENDERED, (e) => {
+      if (e.mediaType === 'audio' && e.newRepresentation) this.rendered.push(e.newRepresentation.id);
+    });
+    this.p.on(E.TRACK_CHANGE_RENDERED, (e) => {
+      if (e.mediaType === 'audio' && e.newMediaInfo) this.tracksRendered.push(e.newMediaInfo.id);
+    });
+  }
+
+  version() { return `dash.js ${this.p.getVersion()}`; }
+
+  async load(url) {
+    let ready = false;
+    this.p.on(this.events.STREAM_INITIALIZED, () => { ready = true; });
+    this.p.initialize(this.run.audio, url, false);
+    await this.run.waitUntil(() => ready, 15000, 'dash.js STREAM_INITIALIZED');
+  }
+
+  /** Every audio Representation of every audio AdaptationSet: a DASH packager may keep one
+   *  AdaptationSet per codec (DASH-IF IOP: no codec switching inside a set), and dash.js plays one
+   *  AdaptationSet ("track") at a time, so reaching every rung can take a track change first. */
+  renditions() {
+    const out = [];
+    this.p.getTracksFor('audio').forEach((t, ti) => {
+      for (const b of t.bitrateList || []) out.push({ index: out.length, track: ti, trackId: t.id, id: b.id, bitrate: b.bandwidth, codecs: t.codec });
+    });
+    return out;
+  }
+
+  currentIndex() {
+    const cur = this.p.getCurrentRepresentationForType('audio');
+    return cur ? this.renditions().findIndex((r) => r.id === cur.id) : -1;
+  }
+
+  /** Track change (TRACK_CHANGE_RENDERED) if needed, then a forced replace of the buffered audio
+   *  confirmed by QUALITY_CHANGE_RENDERED for that Representation. */
+  async switchTo(i, list) {
+    const want = list[i]; const confirmed = { representation: want.id };
+    const current = () => this.p.getCurrentTrackFor('audio');
+    if (!current() || current().id !== want.trackId) {
+      const t0 = this.tracksRendered.length;
+      this.p.setCurrentTrack(this.p.getTracksFor('audio')[want.track]);
+      await this.run.waitUntil(() => this.tracksRendered.slice(t0).includes(want.trackId), 10000, `dash.js TRACK_CHANGE_RENDERED for AdaptationSet ${want.trackId}`);
+      confirmed.track = want.trackId;
+      confirmed.trackEvent = 'TRACK_CHANGE_RENDERED';
+    }
+    const cur = this.p.getCurrentRepresentationForType('audio');
+    if (cur && cur.id === want.id && confirmed.track !== undefined) return { event: 'TRACK_CHANGE_RENDERED', ...confirmed };
+    const r0 = this.rendered.length;
+    const reps = this.p.getRepresentationsByType('audio');
+    const k = reps.findIndex((r) => r.id === want.id);
+    if (k < 0) throw new Error(`dash.js does not list Representation ${want.id} in its current AdaptationSet`);
+    this.p.setRepresentationForTypeByIndex('audio', k, true);
+    await this.run.waitUntil(() => this.rendered.slice(r0).includes(want.id), 10000, `dash.js QUALITY_CHANGE_RENDERED for ${want.id}`);
+    return { event: 'QUALITY_CHANGE_RENDERED', ...confirmed };
+  }
+
+  async destroy() { this.p.destroy(); }
+}
+
+class ShakaAdapter {
+  constructor(run) {
+    if (!window.shaka) throw new Error('Shaka Player not loaded');
+    shaka.polyfill.installAll();
+    if (!shaka.Player.isBrowserSupported()) throw new Error('Shaka: browser not supported');
+    this.run = run;
+    this.p = new shaka.Player();
+    // Forced switches must stick: ABR off (shaka.extern.AbrConfiguration.enabled); the quality
+    // observer reports what reaches the playhead ('mediaqualitychanged'), off by default.
+    this.p.configure({ abr: { enabled: false }, streaming: { observeQualityChanges: true }, ...(run.spec.playerConfig || {}) });
+    this.variants = []; this.qualities = [];
+    this.p.addEventListener('error', (e) => {
+      const d = e.detail || {};
+      run.fail({ player: 'shaka', code: d.code, category: d.category, severity: d.severity, message: d.message || '', data: safe(d.data) });
+    });
+    this.p.addEventListener('variantchanged', (e) => this.variants.push(e.newTrack && e.newTrack.id));
+    this.p.addEventListener('mediaqualitychanged', (e) => {
+      const q = e.mediaQuality || {};
+      this.qualities.push({ bandwidth: q.bandwidth, codecs: q.codecs, position: e.position });
+    });
+  }
+
+  version() { return `Shaka ${shaka.Player.version}`; }
+
+  async load(url) {
+    await this.p.attach(this.run.audio);
+    try {
+      await this.p.load(url);
+    } catch (e) {
+      this.run.fail({ player: 'shaka', code: e.code, category: e.category, severity: e.severity, message: e.message || '', data: safe(e.data) });
+      throw e;
+    }
+  }
+
+  tracks() { return this.p.getVariantTracks().slice().sort((a, b) => a.bandwidth - b.bandwidth); }
+
+  renditions() {
+    return this.tracks().map((t, i) => ({ index: i, id: t.id, bitrate: t.bandwidth, audioBandwidth: t.audioBandwidth, codecs: t.audioCodec || t.codecs }));
+  }
+
+  currentIndex() { return this.tracks().findIndex((t) => t.active); }
+
+  /** selectVariantTrack with a buffer clear; confirmed by 'variantchanged' and then 'mediaqualitychanged'. */
+  async switchTo(i) {
+    const track = this.tracks()[i];
+    const v0 = this.variants.length; const q0 = this.qualities.length;
+    this.p.selectVariantTrack(track, true);
+    await this.run.waitUntil(() => this.variants.slice(v0).includes(track.id), 10000, `Shaka variantchanged to ${track.id}`);
+    const want = track.audioBandwidth || track.bandwidth;
+    const q = await this.run.waitUntil(
+      () => this.qualities.slice(q0).find((x) => x.codecs === track.audioCodec && (!want || x.bandwidth === want)),
+      10000, `Shaka mediaqualitychanged to ${track.audioCodec} @ ${want} (seen ${JSON.stringify(this.qualities.slice(q0))})`);
+    const active = this.tracks().find((t) => t.active);
+    if (!active || active.id !== track.id) throw new Error(`Shaka active track is ${active && active.id}, wanted ${track.id}`);
+    return { event: 'variantchanged', track: track.id, playing: 'mediaqualitychanged', bandwidth: q.bandwidth };
+  }
+
+  async destroy() { await this.p.destroy(); }
+}
+
+window.runScenario = async (spec) => new Run(spec).run();
