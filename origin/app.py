@@ -26,7 +26,7 @@ from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metri
 from origin.representation import Kind, classify
 from origin.respond import respond
 from origin.signing import verify
-from origin.sources import LocalSource, Scope, Source
+from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
 from tonearm.config import Config
 
 __all__ = ("make_app", "ORIGIN")
@@ -61,8 +61,8 @@ class Origin:
         ocfg = cfg.origin
         self.cache = EntryCache(max(1, ocfg.cache_mb * 1024 * 1024))
         self.local = LocalSource(cfg.storage.root / "published", STATIC_ROOT, self.cache, ocfg.manifest_ttl)
-        if ocfg.cache_mb <= 0:
-            self.local.max_cached_file = 0  # cache_mb = 0: no bytes cached, every body is streamed from disk
+        # A file is held whole only if many fit in the budget; cache_mb = 0 streams every body from disk.
+        self.local.max_cached_file = min(MAX_CACHED_FILE, max(0, ocfg.cache_mb) * 1024 * 1024 // 16)
         if source is None and cfg.storage.backend == "s3":
             from origin.s3source import S3Source
 
