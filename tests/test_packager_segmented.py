@@ -3,7 +3,6 @@ pymp4 for boxes, ffprobe for packets and decoder configuration, ffmpeg and PyAV 
 
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures_packager import (MASTER_IDS, MASTER_KEYS, concatenated, decode, fragments, p4_boxes, packaged,
+from fixtures_packager import (MASTER_IDS, MASTER_KEYS, decode, fragments, p4_boxes, packaged,
                                pyav_frames, source)
 
 
