@@ -23,14 +23,11 @@ from typing import BinaryIO, Callable, Iterator
 from packager import cmaf
 from packager.codecs import describe
 from packager.demux import Track, read_track
-from tonearm.config import LadderConfig
+from tonearm.config import RESERVED_RUNG_NAMES, LadderConfig
 from tonearm.model import EncodedRendition, PackagedRendition, SegmentEvent
 
 Listener = Callable[[SegmentEvent], None]
 LAYOUTS = ("segmented", "single")
-# Rung names that would collide with layout paths: single/ (the single-file folder) and
-# single/master.m3u8 (its multivariant playlist next to single/<rung>.m3u8).
-RESERVED_NAMES = frozenset({"single", "master"})
 
 
 class PackagerError(ValueError):
@@ -50,7 +47,7 @@ def package(encoded: list[EncodedRendition], ladder: LadderConfig, out_dir: Path
     """Package every encoded rendition in ``layout`` under ``out_dir``, announcing each segment."""
     if layout not in LAYOUTS:
         raise PackagerError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
-    clash = sorted({e.rung.name for e in encoded} & RESERVED_NAMES)
+    clash = sorted({e.rung.name for e in encoded} & RESERVED_RUNG_NAMES)
     if clash:
         raise PackagerError(f"rung name {clash[0]!r} is reserved: it would overwrite the layout's own files")
     return [_package_one(e, ladder, Path(out_dir), layout, listener) for e in encoded]

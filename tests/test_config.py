@@ -45,6 +45,7 @@ def test_env_shortcuts() -> None:
         ("[ladder]\nrungs = [{name = 'x', codec = 'mp3', bitrate = 96000}]\n", "codec"),
         ("[ladder]\nrungs = [{name = 'x', codec = 'aac', bitrate = 1}]\n", "bitrate"),
         ("[ladder]\nrungs = [{name = 'x', codec = 'aac', bitrate = 96000, foo = 1}]\n", "unknown keys"),
+        ("[ladder]\nrungs = [{name = 'single', codec = 'aac', bitrate = 96000}]\n", "reserved"),
         ("[nope]\na = 1\n", "unknown config section"),
         ("[origin]\nprot = 1\n", "unknown key"),
         ("[origin]\nport = 'many'\n", "cannot use"),

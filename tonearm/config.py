@@ -21,6 +21,11 @@ from tonearm.model import Rung
 ALIGNMENT_SAMPLES = 15360
 
 
+# Rung names that would collide with layout paths: single/ (the single-file folder) and
+# single/master.m3u8 (its multivariant playlist next to single/<rung>.m3u8).
+RESERVED_RUNG_NAMES = frozenset({"single", "master"})
+
+
 class ConfigError(ValueError):
     """A configuration value a person must fix."""
 
@@ -181,6 +186,8 @@ def validate(cfg: Config) -> Config:
     for r in lad.all_rungs:
         if not r.name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"[ladder] rung name {r.name!r}: use letters, digits, '_' and '-' only")
+        if r.name in RESERVED_RUNG_NAMES:
+            raise ConfigError(f"[ladder] rung name {r.name!r} is reserved (it would overwrite a layout file)")
         if r.codec not in {"aac", "opus", "flac"}:
             raise ConfigError(f"[ladder] rung {r.name}: codec {r.codec!r} is not one of aac, opus, flac")
         if r.codec != "flac" and not (r.bitrate and 8_000 <= r.bitrate <= 512_000):
