@@ -62,6 +62,9 @@ def probe_with_pyav(path: Path) -> Probe:
                          ffmpeg_error=str(exc)) from None
         raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
     except (av.FFmpegError, UnicodeDecodeError) as exc:
+        if _has_audio_magic(path):  # e.g. an MP4 cut before its moov index, which ffmpeg writes last
+            raise reject(NOT_AUDIO, "the container is unreadable (damaged, or cut off before its index)",
+                         ffmpeg_error=str(exc)) from None
         raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
     with container:
         audio = list(container.streams.audio)

@@ -150,8 +150,8 @@ def test_cli_mixed_batch_exits_nonzero_but_publishes_the_good_one(tmp_path):
     proc = tonearm(tmp_path / "data", "ingest", str(good), str(bad))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert proc.stdout.strip() == f"published: {good} -> {content_id(good)}"
-    assert [line for line in proc.stderr.splitlines() if line.startswith("quarantined: ")] == [
-        f"quarantined: {bad}: not_audio: not a recognised audio container"]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("quarantined: ")]
+    assert line.startswith(f"quarantined: {bad}: not_audio: ")
 
 
 def test_same_bytes_twice_at_once_yield_one_asset(tmp_path):
