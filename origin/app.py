@@ -24,7 +24,7 @@ from origin import api
 from origin.cache import EntryCache
 from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
 from origin.representation import Kind, classify
-from origin.respond import respond
+from origin.respond import Aborted, respond
 from origin.signing import verify
 from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
 from tonearm.config import Config
@@ -98,21 +98,27 @@ class Origin:
                 await resp.write_eof()
             status = resp.status
             return resp
-        except (ConnectionError, asyncio.CancelledError) as exc:  # client went away mid-body: not our error
+        except Aborted as exc:
+            route, resp, cause = exc.route, exc.response, exc.__cause__
+            if request.transport is not None:
+                request.transport.close()  # headers are out: a cut connection is the only honest signal
+            if isinstance(cause, ConnectionError):  # the client went away mid-body: not our error
+                status, error = 499, type(cause).__name__
+                METRICS.disconnects.labels(route).inc()
+            else:
+                status, error = resp.status, f"aborted mid-body: {type(cause).__name__}: {cause}"
+                log.error("%s %s: %s", request.method, request.path, error, exc_info=cause)
+            return resp
+        except ConnectionError as exc:  # gone before a response started
             status, error = 499, type(exc).__name__
             METRICS.disconnects.labels(route).inc()
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return resp if resp is not None else web.Response(status=499)
+            if request.transport is not None:
+                request.transport.close()
+            return web.Response(status=499)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
             log.exception("request %s %s failed", request.method, request.path)
-            if resp is not None and resp.prepared:
-                if request.transport is not None:
-                    request.transport.close()  # headers are out: the only honest signal is a cut connection
-                return resp
-            resp = web.Response(status=502 if route in ROUTE_OF_KIND.values() else 500,
-                                text="upstream storage error\n", headers=extra)
+            resp = _text(500, "internal error\n", extra)
             await resp.prepare(request)
             await resp.write_eof()
             status = resp.status
@@ -191,11 +197,19 @@ class Origin:
         kind = classify(rel)
         if kind is None:
             return "other", _text(404, "not found\n", extra)
-        found = await self.source.resolve(Scope(f"a/{asset_id}", asset_id), rel, kind)
         route = ROUTE_OF_KIND[kind]
+        try:
+            found = await self.source.resolve(Scope(f"a/{asset_id}", asset_id), rel, kind)
+        except Exception as exc:  # storage unreachable or failing: say so, the request was fine
+            log.error("%s %s: storage error: %s: %s", request.method, request.path, type(exc).__name__, exc)
+            return route, _text(502, "storage error\n", {**extra, "Retry-After": "1"})
         if found is None:
             return route, _text(404, "not found\n", extra)
-        return route, await respond(request, found[0], found[1], extra)
+        try:
+            return route, await respond(request, found[0], found[1], extra)
+        except Aborted as exc:
+            exc.route = route
+            raise
 
     async def _static(self, request: web.Request, rel: str, extra: dict[str, str], *, placeholder: bool = False
                       ) -> tuple[str, web.StreamResponse]:

@@ -16,7 +16,21 @@ from origin.conditional import Outcome, evaluate
 from origin.representation import Entry, Variant
 from origin.sources import Body
 
-__all__ = ("respond", "accepts_gzip", "BOUNDARY")
+__all__ = ("respond", "accepts_gzip", "Aborted", "BOUNDARY")
+
+
+class Aborted(Exception):
+    """A streamed body failed after its headers went out (client gone, or storage failed).
+
+    The only honest answer then is to cut the connection, never a second status line; the
+    handler does that, and tells a client disconnect (``__cause__`` is a ConnectionError)
+    from a storage failure.
+    """
+
+    def __init__(self, response: web.StreamResponse) -> None:
+        super().__init__(f"response {response.status} aborted mid-body")
+        self.response = response
+        self.route = "other"
 
 BOUNDARY = secrets.token_hex(10)  # per process; random so it never occurs in segment bytes by design
 # RFC 9110 15.4.5: a 304 carries the validators and caching fields a 200 would have, not the body's metadata.
@@ -141,13 +155,16 @@ async def _stream(
     else:
         resp.content_length = sum(len(h) + e - s for h, (s, e) in zip(heads, ranges)) + len(_TAIL)
     await resp.prepare(request)
-    if request.method != "HEAD":
-        assert body is not None
-        for i, (start, end) in enumerate(ranges):
+    try:
+        if request.method != "HEAD":
+            assert body is not None
+            for i, (start, end) in enumerate(ranges):
+                if heads is not None:
+                    await resp.write(heads[i])
+                await body.send(resp, request, start, end)
             if heads is not None:
-                await resp.write(heads[i])
-            await body.send(resp, request, start, end)
-        if heads is not None:
-            await resp.write(_TAIL)
-    await resp.write_eof()
+                await resp.write(_TAIL)
+        await resp.write_eof()
+    except Exception as exc:
+        raise Aborted(resp) from exc
     return resp

@@ -64,6 +64,7 @@ class S3Source:
         self.manifest_ttl = manifest_ttl
         self.static = static  # the static page and player files are always local
         self.client = client or make_client(scfg)
+        self.revalidate_s = REVALIDATE_S
 
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
         if scope.asset_id is None:
@@ -72,7 +73,7 @@ class S3Source:
         loop = asyncio.get_running_loop()
         now = loop.time()
         cached = self.cache.get(key)
-        if cached is None or now - cached.checked >= REVALIDATE_S:
+        if cached is None or now - cached.checked >= self.revalidate_s:
             entry = await loop.run_in_executor(None, self._load, scope.asset_id, rel, kind, cached)
             if entry is None:
                 self.cache.drop(key)

@@ -100,14 +100,15 @@ class LocalSource:
         self.static_root = Path(static_root)
         self.cache = cache
         self.manifest_ttl = manifest_ttl
-        self.max_cached_file = MAX_CACHED_FILE  # tests set 0 to exercise the streaming path
+        self.max_cached_file = MAX_CACHED_FILE  # bigger files are streamed (0: every body is)
+        self.revalidate_s = REVALIDATE_S
 
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
         key = f"{scope.name}/{rel}"
         loop = asyncio.get_running_loop()
         now = loop.time()
         cached = self.cache.get(key)
-        if cached is not None and cached.identity.body is not None and now - cached.checked < REVALIDATE_S:
+        if cached is not None and cached.identity.body is not None and now - cached.checked < self.revalidate_s:
             return cached, None  # hot path: no disk access at all
         result = await loop.run_in_executor(None, self._load, scope, rel, kind, cached)
         if result is None:

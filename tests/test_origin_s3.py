@@ -19,7 +19,7 @@ import pytest
 
 from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import S3_ENV, start_moto, start_origin
-from origin.app import make_app
+from origin.app import ORIGIN, make_app
 from test_origin_http_matrix import CASES, check_bytes, fill, parse_multipart, request
 from tonearm.config import Config, StorageConfig
 from tonearm.s3storage import S3Storage, object_key
@@ -151,3 +151,31 @@ async def test_readyz_reflects_the_bucket(aiohttp_client, moto, tmp_path):
     cfg = Config(storage=StorageConfig(**{**cfg.storage.__dict__, "s3_bucket": "no-such-bucket"}))
     bad = await aiohttp_client(make_app(cfg))
     assert (await bad.get("/readyz")).status == 503
+
+
+async def test_storage_failures_are_502_or_a_cut_connection(aiohttp_client, tmp_path, monkeypatch):
+    """Object store down before the response: 502.  Down after the headers went out: the body is cut."""
+    import aiohttp
+
+    for k, v in S3_ENV.items():
+        monkeypatch.setenv(k, v)
+    store = start_moto()
+    try:
+        boto3.client("s3", endpoint_url=store.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+        local = tmp_path / "local"
+        asset = make_ffmpeg_asset(local / "published", "s3-failure")
+        S3Storage(s3_config(tmp_path / "root", store.base_url)).publish(asset, local / "published" / asset)
+        app = make_app(s3_config(tmp_path / "root", store.base_url))
+        app[ORIGIN].source.revalidate_s = 3600  # keep the cached validators whatever the timing
+        client = await aiohttp_client(app)
+        seg = f"/assets/{asset}/single/aac_128k.mp4"
+        head = await client.head(seg)  # validators now cached; no body fetched yet
+        assert head.status == 200
+    finally:
+        store.stop()
+    r = await client.get(seg)  # headers from the cache, body from a store that is gone
+    assert r.status == 200
+    with pytest.raises(aiohttp.ClientPayloadError):
+        await r.read()
+    r = await client.get(f"/assets/{asset}/aac_128k/seg-00003.m4s")  # nothing cached: fails before headers
+    assert r.status == 502

@@ -41,8 +41,9 @@ def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
         "s3",
         endpoint_url=scfg.s3_endpoint_url or None,
         region_name=scfg.s3_region,
-        config=BotoConfig(max_pool_connections=pool, retries={"max_attempts": 3, "mode": "standard"},
-                          s3={"addressing_style": "path"}),
+        # Short timeouts and one retry: a player waiting on a dead store is better told (502) than kept hanging.
+        config=BotoConfig(max_pool_connections=pool, connect_timeout=3, read_timeout=20,
+                          retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"}),
     )
 
 
