@@ -247,6 +247,39 @@ def within(declared: float, measured: float, tolerance: float = 0.10) -> bool:
 
 # -- ffmpeg as an HLS / DASH client ------------------------------------------------------------------------
 
+# Decoded length minus master length, in 48 kHz samples: AAC leaves up to 1024 priming + one
+# frame of padding when the client ignores the fMP4 edit list, Opus up to 312 + 960; FLAC is exact.
+SLACK = {"aac": (0, 2400), "opus": (0, 2400), "flac": (-1, 1)}
+
+
+def stream_rungs(url: str) -> list[str]:
+    """Rung name of each audio stream of a master playlist or MPD, in the order ffmpeg
+    numbers them (document order)."""
+    if url.endswith(".m3u8"):
+        names = []
+        for p in m3u8.loads(get(url).decode(), uri=url).playlists:
+            names.append(Path(p.uri).parent.name if p.uri.endswith("index.m3u8") else Path(p.uri).stem)
+        return names
+    mpd = MPEGDASHParser.parse(get(url).decode())
+    return [r.id for a in mpd.periods[0].adaptation_sets for r in a.representations]
+
+
+def decode_every_rung(client: str, url: str, rungs: list[str], renditions: dict[str, dict], expected: int,
+                      only: set[str] | None = None) -> dict[str, int]:
+    """Decode each stream with ``client``; check it decodes cleanly with the rendition's channel
+    count; return {rung: decoded - expected frames} for the rungs outside ``SLACK``."""
+    assert len(probe_streams(client, url)) == len(rungs)
+    off = {}
+    for index, rung in enumerate(rungs):
+        if only is not None and rung not in only:
+            continue
+        frames, channels, stderr = client_decode(client, url, index)
+        assert stderr == "" and channels == renditions[rung]["channels"], (rung, channels, stderr)
+        lo, hi = SLACK[renditions[rung]["codec"]]
+        if not lo <= frames - expected <= hi:
+            off[rung] = frames - expected
+    return off
+
 
 def client_decode(client: str, url: str, index: int, *, timeout: float = 300) -> tuple[int, int, str]:
     """Decode audio stream ``index`` of an HLS/DASH URL with ffmpeg; return (frames, channels, stderr).
