@@ -41,7 +41,10 @@ def _run_one(path: Path) -> JobResult:
 def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[JobResult]:
     """Yield one ``JobResult`` per path, in completion order, using up to ``jobs`` processes.
 
-    With ``jobs == 1`` or a single path everything runs in this process (no
+    Masters are started longest first by their header's duration x channels
+    (longest-processing-time-first scheduling: the short ones fill the gaps
+    at the end, so no core waits on one long master).  With ``jobs == 1``
+    or a single path everything runs in this process (no
     pool start-up cost, tracebacks stay simple).  Workers are started with
     ``spawn`` so no SQLite handle or thread state is inherited; on an
     interrupt the queued jobs are cancelled and running encoders are killed by
@@ -55,6 +58,7 @@ def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[J
         for path in paths:
             yield process(ctx, path)
         return
+    paths.sort(key=_work_estimate, reverse=True)  # longest first: no core idles at the end on one long master
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(paths)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -72,6 +76,20 @@ def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[J
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
+
+
+def _work_estimate(path: Path) -> float:
+    """Seconds x channels from the header (encode cost grows with both); 0 when unreadable.
+
+    Only an ordering hint: ``process()`` validates every file properly.
+    """
+    try:
+        import mutagen
+
+        info = mutagen.File(path).info
+        return float(info.length) * max(1, int(getattr(info, "channels", 2) or 2))
+    except Exception:  # any unreadable or unknown file: process() reports it
+        return 0.0
 
 
 def _result(fut: Future[JobResult], path: Path) -> JobResult:
