@@ -14,7 +14,7 @@ code                     meaning
 ``not_a_file``           not a regular file (FIFO, socket, device, ...)
 ``unreadable``           the OS refused to open or read the file (permissions, I/O error)
 ``empty_file``           zero bytes
-``too_large``            bigger than the configured maximum (``TONEARM_INGEST_MAX_BYTES``)
+``too_large``            bigger than the configured maximum (``[ingest] max_bytes``)
 ``not_audio``            no demuxer recognises the bytes (random data, text, ...)
 ``no_audio_stream``      a recognised container without any audio stream (video-only)
 ``unsupported_channels`` fewer than 1 or more than 8 channels

@@ -19,22 +19,16 @@ CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 32 << 30  # 32 GiB: an hour of 8-channel 192 kHz 24-bit PCM is ~16.6 GB
 
 
-def max_bytes_default() -> int:
-    """The size cap: ``TONEARM_INGEST_MAX_BYTES`` if set, else 32 GiB."""
-    raw = os.environ.get("TONEARM_INGEST_MAX_BYTES", "").strip()
-    return int(raw) if raw.isdigit() and int(raw) > 0 else DEFAULT_MAX_BYTES
-
-
 def quarantine_id(path: Path) -> str:
     """A stable key for inputs that have no content id (unreadable, missing, special)."""
     return hashlib.sha256(os.fsencode(os.path.abspath(path))).hexdigest()
 
 
-def content_id(path: Path, *, max_bytes: int | None = None) -> str:
+def content_id(path: Path, *, max_bytes: int = DEFAULT_MAX_BYTES) -> str:
     """SHA-256 hex of the file's bytes, or :class:`~ingest.errors.Rejected` if it has none to give."""
     path = Path(path)
     qid = quarantine_id(path)
-    limit = max_bytes_default() if max_bytes is None else max_bytes
+    limit = max_bytes
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     except FileNotFoundError:

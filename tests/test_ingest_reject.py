@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -41,11 +42,20 @@ def test_too_large_is_configurable(tmp_path, monkeypatch):
     with pytest.raises(Rejected) as exc:
         content_id(path, max_bytes=1000)
     assert exc.value.error.code == TOO_LARGE and exc.value.error.details["max_bytes"] == 1000
-    monkeypatch.setenv("TONEARM_INGEST_MAX_BYTES", "1000")
-    with pytest.raises(Rejected):
-        content_id(path)
-    monkeypatch.setenv("TONEARM_INGEST_MAX_BYTES", str(10**9))
-    assert len(content_id(path)) == 64
+    assert len(content_id(path, max_bytes=10**9)) == 64
+
+
+def test_too_large_comes_from_config_and_is_quarantined(tmp_path):
+    from tonearm.config import load
+    from tonearm.pipeline import Context, Outcome, process
+
+    path = make(tmp_path, "big", "wav", seconds=1)
+    cfg = load(env={"TONEARM_INGEST_MAX_BYTES": "1000", "TONEARM_DATA": str(tmp_path / "data")})
+    assert cfg.ingest.max_bytes == 1000
+    result = process(Context.from_config(cfg), path)
+    assert result.outcome is Outcome.QUARANTINED and result.error.code == TOO_LARGE
+    reason = json.loads(next((tmp_path / "data" / "quarantine").glob("*/reason.json")).read_text())
+    assert reason["code"] == TOO_LARGE and path.exists()
 
 
 def test_content_id_is_sha256_of_bytes(tmp_path):

@@ -50,6 +50,11 @@ class StorageConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class IngestConfig:
+    max_bytes: int = 32 << 30  # larger masters are rejected as too_large (an hour of 8ch/192k/24-bit is ~16.6 GB)
+
+
+@dataclass(frozen=True, kw_only=True)
 class LadderConfig:
     rungs: tuple[Rung, ...] = DEFAULT_RUNGS
     lossless: bool = False
@@ -90,6 +95,7 @@ class OriginConfig:
 @dataclass(frozen=True, kw_only=True)
 class Config:
     storage: StorageConfig = field(default_factory=StorageConfig)
+    ingest: IngestConfig = field(default_factory=IngestConfig)
     ladder: LadderConfig = field(default_factory=LadderConfig)
     ffmpeg: FfmpegConfig = field(default_factory=FfmpegConfig)
     origin: OriginConfig = field(default_factory=OriginConfig)
@@ -103,7 +109,7 @@ class Config:
         return self.storage.root / "catalog.sqlite3"
 
 
-_SECTIONS = {"storage": StorageConfig, "ladder": LadderConfig, "ffmpeg": FfmpegConfig, "origin": OriginConfig}
+_SECTIONS = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig, "ffmpeg": FfmpegConfig, "origin": OriginConfig}
 
 
 def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
@@ -201,6 +207,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("[storage] s3_bucket: required when backend = 's3'")
     if cfg.origin.require_signed and not cfg.origin.signing_key:
         raise ConfigError("[origin] require_signed needs signing_key (or TONEARM_SIGNING_KEY)")
+    if cfg.ingest.max_bytes <= 0:
+        raise ConfigError("[ingest] max_bytes: must be > 0")
     if cfg.ffmpeg.timeout <= 0:
         raise ConfigError("[ffmpeg] timeout: must be > 0 seconds")
     return cfg

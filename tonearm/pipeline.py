@@ -82,7 +82,7 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult
     t0 = time.monotonic()
     source = str(path)
     try:
-        asset_id = content_id(path)
+        asset_id = content_id(path, max_bytes=ctx.cfg.ingest.max_bytes)
     except Rejected as rej:
         return _quarantine(ctx, path, None, rej.error, t0)
 
@@ -173,7 +173,7 @@ def _quarantine(ctx: Context, path: Path, asset_id: str | None, error: JobError,
     folder = ctx.storage.quarantine(path, key, reason)
     if asset_id:
         ctx.catalog.set_state(asset_id, AssetState.QUARANTINED, error=dataclasses.asdict(error))
-    log.warning("quarantined %s: %s (%s) -> %s", path, error.code, error.message, folder)
+    log.info("quarantined %s: %s (%s) -> %s", path, error.code, error.message, folder)
     return JobResult(source=str(path), outcome=Outcome.QUARANTINED, asset_id=asset_id, error=error,
                      seconds=time.monotonic() - t0)
 
