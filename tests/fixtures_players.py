@@ -8,6 +8,7 @@ audio heard at a position is the master's audio at that position, whatever the r
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -89,7 +90,7 @@ class Origin:
         return fake, dst
 
 
-def _ingest(cfg: Config, master: Path) -> dict[str, Any]:
+def ingest(cfg: Config, master: Path) -> dict[str, Any]:
     result = process(Context.from_config(cfg), master)
     assert result.ok, f"pipeline did not publish {master.name}: {result.to_json()}"
     descriptor = json.loads((cfg.data_dir / "published" / result.asset_id / DESCRIPTOR).read_text())
@@ -119,12 +120,18 @@ def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     data = root / "data"
     cfg = Config(storage=StorageConfig(root=data))
     assets = {
-        "tones": _ingest(cfg, make_tone_master(root / "tones.flac", title="Tone sections")),
-        "lossless": _ingest(replace(cfg, ladder=LadderConfig(lossless=True)),
+        "tones": ingest(cfg, make_tone_master(root / "tones.flac", title="Tone sections")),
+        "lossless": ingest(replace(cfg, ladder=LadderConfig(lossless=True)),
                             make_tone_master(root / "tones-lossless.flac", title="Tone sections (lossless)")),
     }
+    with running_origin(data, root / "origin.log") as base:
+        yield Origin(base=base, data=data, assets=assets)
+
+
+@contextlib.contextmanager
+def running_origin(data: Path, log: Path) -> Iterator[str]:
+    """``tonearm --data DATA serve`` on a free loopback port, as ``make run`` starts it; yields its base URL."""
     port = free_port()
-    log = root / "origin.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tonearm.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)],
@@ -132,7 +139,7 @@ def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, log)
-        yield Origin(base=base, data=data, assets=assets)
+        yield base
     finally:
         proc.terminate()
         try:

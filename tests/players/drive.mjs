@@ -94,7 +94,12 @@ async function runHarness(spec, context, log) {
     const page = context.pages()[0] || await context.newPage();
     watch(page, log, Boolean(spec.verbose));
     await page.goto(`${pageOrigin}/harness.html`);
-    return await page.evaluate((s) => window.runScenario(s), spec.scenario);
+    const budget = (spec.timeoutMs || 60000) - 5000;
+    const overrun = new Promise((resolve) => setTimeout(resolve, budget, null));
+    const report = await Promise.race([page.evaluate((s) => window.runScenario(s), spec.scenario), overrun]);
+    if (report) return report;
+    const partial = await page.evaluate(() => window.currentReport || null);
+    return partial && { ...partial, ok: false, failure: partial.failure || `scenario overran ${budget} ms` };
   } finally {
     server.close();
   }

@@ -191,7 +191,8 @@ class Run {
         const t0 = performance.now();
         await this.player.load(s.url);
         this.report.renditions = this.player.renditions();
-        await this.audio.play();
+        // play() settles only once playback starts or fails: never wait on it unbounded.
+        this.audio.play().catch((e) => this.note({ playRejected: String(e) }));
         await this.ctx.resume();
         await this.advances(0.05, 15000, 'the media clock to start');
         return { startupMs: Math.round(performance.now() - t0), duration: this.audio.duration, audioContext: this.ctx.state };
@@ -270,6 +271,8 @@ class Run {
       this.report.ok = true;
     } catch (e) {
       this.report.failure = String(e && e.message || e);
+      // A player may report the cause just after the symptom (e.g. a stall before the error event).
+      for (let i = 0; i < 40 && !this.report.errors.length; i++) await sleep(50);
     } finally {
       this.report.final = {
         currentTime: this.audio.currentTime, duration: this.audio.duration, ended: this.audio.ended,
@@ -481,4 +484,8 @@ class ShakaAdapter {
   async destroy() { await this.p.destroy(); }
 }
 
-window.runScenario = async (spec) => new Run(spec).run();
+window.runScenario = async (spec) => {
+  const run = new Run(spec);
+  window.currentReport = run.report; // read by drive.mjs if the scenario overruns its time
+  return run.run();
+};
