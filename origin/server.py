@@ -57,7 +57,22 @@ async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any
         print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:{cfg.origin.port}"
               f" ({cfg.origin.workers} worker(s), {loop_name})", file=sys.stderr, flush=True)
     await stop.wait()
+    # aiohttp forgets its connections during cleanup: note their transports first (private map, read only).
+    transports = list(runner.server._connections.values()) if runner.server else []
     await runner.cleanup()  # stops listening, then waits for in-flight requests up to SHUTDOWN_S
+    await _flush(transports, loop.time() + SHUTDOWN_S)
+
+
+async def _flush(transports: Any, deadline: float) -> None:
+    """Wait until the last responses have left the transports' buffers.
+
+    A response can be complete for aiohttp while its tail still sits in the
+    transport's write buffer; closing the loop then would drop it.
+    """
+    pending = [t for t in list(transports) if t is not None]
+    loop = asyncio.get_running_loop()
+    while any(t.get_write_buffer_size() for t in pending) and loop.time() < deadline:
+        await asyncio.sleep(0.02)
 
 
 def _raise_fd_limit() -> None:

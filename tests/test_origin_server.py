@@ -79,14 +79,25 @@ def test_sigterm_drains_in_flight_requests(tree, workers):
     size = big.stat().st_size
 
     async def slow_download_then_term() -> tuple[int, int]:
-        task = asyncio.create_task(fetch(server.base_url, f"/assets/{asset}/single/big.mp4",
-                                         read_delay=0.01, chunk=262144))
-        await asyncio.sleep(0.3)  # the response is under way
+        host, port = "127.0.0.1", int(server.base_url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection(host, port, limit=262144)
+        writer.write(f"GET /assets/{asset}/single/big.mp4 HTTP/1.1\r\nHost: t\r\n\r\n".encode())
+        head = await reader.readuntil(b"\r\n\r\n")  # the response is under way
+        got = len(await reader.read(65536))
         server.proc.send_signal(signal.SIGTERM)
-        await asyncio.sleep(0.5)
-        with pytest.raises(OSError):  # no longer accepting new connections
-            socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1])), timeout=2).close()
-        return await asyncio.wait_for(task, 60)
+        deadline = time.monotonic() + 20
+        while True:  # soon no new connection is accepted ...
+            await asyncio.sleep(0.1)
+            try:
+                socket.create_connection((host, port), timeout=2).close()
+            except OSError:
+                break
+            assert time.monotonic() < deadline, "still accepting connections after SIGTERM"
+        while chunk := await reader.read(262144):  # ... but the body in flight is finished
+            got += len(chunk)
+            await asyncio.sleep(0.01)
+        writer.close()
+        return int(head.split(b" ", 2)[1]), got
 
     status, got = asyncio.run(slow_download_then_term())
     assert status == 200 and got == size  # the in-flight body was finished, not cut
