@@ -65,6 +65,7 @@ class S3Source:
         self.static = static  # the static page and player files are always local
         self.client = client or make_client(scfg)
         self.revalidate_s = REVALIDATE_S
+        self._gates: dict[str, float] = {}  # asset id -> loop time its descriptor was last seen
 
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
         if scope.asset_id is None:
@@ -74,10 +75,14 @@ class S3Source:
         now = loop.time()
         cached = self.cache.get(key)
         if cached is None or now - cached.checked >= self.revalidate_s:
-            entry = await loop.run_in_executor(None, self._load, scope.asset_id, rel, kind, cached)
+            gate_seen = now - self._gates.get(scope.asset_id, -1e18) < self.revalidate_s
+            entry = await loop.run_in_executor(None, self._load, scope.asset_id, rel, kind, cached, gate_seen)
             if entry is None:
                 self.cache.drop(key)
                 return None
+            if len(self._gates) > 10_000:
+                self._gates.clear()
+            self._gates[scope.asset_id] = now
             entry.checked = now
             if entry is not cached:
                 self.cache.put(entry)
@@ -86,12 +91,12 @@ class S3Source:
             return cached, None
         return cached, S3Body(self, object_key(self.scfg, scope.asset_id, rel), cached.identity.etag)
 
-    def _load(self, asset_id: str, rel: str, kind: Kind, cached: Entry | None) -> Entry | None:
-        """Executor: descriptor gate, HeadObject, and for small re-read files the whole object."""
+    def _load(self, asset_id: str, rel: str, kind: Kind, cached: Entry | None, gate_seen: bool) -> Entry | None:
+        """Executor: descriptor gate (unless just seen), HeadObject, and for small re-read files the object."""
         bucket = self.scfg.s3_bucket
         key = object_key(self.scfg, asset_id, rel)
         try:
-            if rel != DESCRIPTOR:
+            if rel != DESCRIPTOR and not gate_seen:
                 self.client.head_object(Bucket=bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
             head = self.client.head_object(Bucket=bucket, Key=key)
         except Exception as exc:
