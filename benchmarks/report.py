@@ -15,6 +15,17 @@ def _fmt(v: float) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.2f}"
 
 
+def _sections(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """Every measured block with its name, one level of nesting included (spike/edge, spike/origin-w2)."""
+    out = []
+    for name, sec in results.items():
+        if not isinstance(sec, dict):
+            continue
+        out.append((name, sec))
+        out += [(f"{name}/{sub}", v) for sub, v in sec.items() if isinstance(v, dict) and "load_before" in v]
+    return out
+
+
 def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], charts: dict[str, str]) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     (out / "results.json").write_text(json.dumps(results, indent=1, sort_keys=True, default=str) + "\n")
@@ -57,6 +68,21 @@ def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], cha
                          f"{r['latency_ms']['p50']:.2f} | {r['latency_ms']['p99']:.2f} | {sum(r['errors'].values())} |")
         lines += ["", f"{origin['wrk']}; {origin['nginx']}; nginx: 1 worker, sendfile, access log off; tonearm: "
                       "access log off for these runs (on, to a file, for memory and edge).", ""]
+    lines += ["## how to read this", "",
+              "- One machine runs everything: wrk (2 threads) and the Python listener generator share the 2 cores "
+              "with the server under test, so absolute rates are lower than on separate hosts; ratios within one "
+              "run are what carry over.",
+              "- Listener latencies (hot release, spike) are measured by one asyncio process; at 1,000 listeners "
+              "its own scheduling delay is part of every p99.",
+              "- nginx baseline: the config of `tests/fixtures_servers.py` (1 worker, sendfile, tcp_nopush). With "
+              "tcp_nopush its 206 responses wait ~40 ms on the corked socket, so range ratios flatter tonearm "
+              "(no target is judged on them).",
+              ""]
+    busy = [(name, sec["load_before"]) for name, sec in _sections(results)
+            if sec.get("load_before") and sec["load_before"][0] > 1.0]
+    if busy:
+        lines += ["Machine was busy when these sections started (1-minute load average > 1.0 on 2 cores): "
+                  + ", ".join(f"{n} ({lb[0]})" for n, lb in busy) + "; re-run when idle for undistorted ratios.", ""]
     missed = [f for f in figures if f.ok is False]
     lines += ["## summary", "", f"{len(figures)} figures, {sum(1 for f in figures if f.ok)} pass, {len(missed)} miss."]
     lines += [f"- miss: {f.name}: {_fmt(f.value)} {f.unit} (target {f.target})" for f in missed]
