@@ -51,7 +51,8 @@ def plan(count: int, *, min_seconds: float, max_seconds: float, seed: int = 7) -
         container, rate, channels, fmt = FORMATS[i % len(FORMATS)]
         frac = 0.5 if count == 1 else i / (count - 1)
         seconds = round(min_seconds + (max_seconds - min_seconds) * frac, 2)
-        specs.append(MasterSpec(name=f"bench-{i:02d}-{rate // 100 / 10:g}k-{channels}ch.{container}",
+        name = f"bench-{i:02d}-{rate // 100 / 10:g}k-{channels}ch-{seconds:g}s-{fmt}.{container}"  # a cache key
+        specs.append(MasterSpec(name=name,
                                 seed=int(rng.integers(1 << 30)), seconds=seconds, container=container,
                                 sample_rate=rate, channels=channels, sample_fmt=fmt))
     return specs
