@@ -5,6 +5,7 @@ a one-hour master on a reduced ladder (slow, still run in CI)."""
 from __future__ import annotations
 
 import math
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -70,8 +71,6 @@ def test_one_hour_master(tmp_path: Path) -> None:
     """An hour of mono audio on an AAC + Opus ladder: 563 segments per rung, bit rates still
     within 10% of the served bytes, and the whole hour decodes over HTTP."""
     master = tmp_path / "hour.flac"
-    import subprocess
-
     subprocess.run([system_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "sine=f=440:r=48000:d=3600",
                     "-c:a", "flac", str(master)], check=True, timeout=300)  # a sine compresses: cheap to make
     rungs = (Rung(name="aac_64k", codec="aac", bitrate=64_000), Rung(name="opus_96k", codec="opus", bitrate=96_000))

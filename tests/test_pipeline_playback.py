@@ -6,7 +6,6 @@ checked against rates this file measures itself from the bytes the origin serves
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import urljoin
 
 import m3u8
