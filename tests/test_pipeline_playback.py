@@ -63,8 +63,8 @@ def test_ffmpeg_plays_every_rung(assets, asset: str, manifest: str, client: str)
 
 def _known_client_defect(client: str, manifest: str, failing: list[dict], off: dict[str, int]) -> str:
     """Name the ffmpeg >= 7 demuxer defect that explains every failure, if one does: the DASH
-    one also happens on DASH written by ffmpeg's own muxer; the HLS one needs a gap between the
-    EXT-X-MAP range and the first segment (closing it by hand makes ffmpeg 9 play everything).
+    one also happens on DASH written by ffmpeg's own muxer; the HLS one is ffmpeg's HTTP byte-range
+    reader (it plays the same playlist from disk, and fails the same way against nginx).
     Any other failure stays a failure."""
     from tonearm.ffmpeg import locate
 
@@ -76,8 +76,9 @@ def _known_client_defect(client: str, manifest: str, failing: list[dict], off: d
         return ("ffmpeg >= 7 dashdec drops one AAC frame at every segment boundary when the init has an edit "
                 "list (it does the same on DASH written by its own dash muxer)")
     if manifest == "single/master.m3u8" and all(r["segments"] > 1 and off[r["name"]] < 0 for r in failing):
-        return ("ffmpeg >= 7 HLS demuxer stops after the first byte range when the EXT-X-MAP range and the first "
-                "segment range are not contiguous (the sidx sits between them)")
+        return ("ffmpeg >= 7 HLS demuxer over HTTP stops after the first EXT-X-BYTERANGE segment of a single "
+                "file (the same against nginx on the same files, and whether or not the map range is contiguous "
+                "with segment 1; from a local path it decodes everything)")
     return ""
 
 

@@ -20,6 +20,8 @@ def test_publish_is_atomic_and_idempotent(tmp_path: Path) -> None:
     (staged / DESCRIPTOR).write_text("{}")
     st.publish(aid, staged)
     assert st.is_published(aid) and not staged.exists()
+    final = st.published_root / aid
+    assert final.stat().st_mode & 0o777 == 0o755  # readable by an nginx edge running as another user
     again = st.new_staging(aid)
     (again / DESCRIPTOR).write_text('{"second": true}')
     st.publish(aid, again)  # a racing second publish of the same bytes is a no-op

@@ -72,6 +72,7 @@ def _atomic_copy(src: Path, dst: Path) -> None:
 def write_json_atomic(path: Path, data: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+    os.fchmod(fd, 0o644)  # published files are read by other users too (an nginx edge, a CDN sync)
     with os.fdopen(fd, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=2, sort_keys=True, ensure_ascii=False)
         f.write("\n")
@@ -111,7 +112,9 @@ class LocalStorage:
         return folder
 
     def new_staging(self, asset_id: str) -> Path:
-        return Path(tempfile.mkdtemp(dir=self.root / "staging", prefix=f"{asset_id}."))
+        staged = Path(tempfile.mkdtemp(dir=self.root / "staging", prefix=f"{asset_id}."))
+        staged.chmod(0o755)  # mkdtemp makes 0700; the published asset must be world-readable
+        return staged
 
     def publish(self, asset_id: str, staged: Path) -> None:
         final = self.published_root / asset_id
