@@ -72,7 +72,7 @@ async def test_async_cancel_kills_the_child(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     task = asyncio.create_task(run_async(sleeper(pidfile), timeout=60))
     deadline = time.monotonic() + 10
-    while not pidfile.exists() and time.monotonic() < deadline:
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
         await asyncio.sleep(0.05)
     pid = int(pidfile.read_text())
     assert _alive(pid)
@@ -87,3 +87,26 @@ async def test_async_timeout_is_typed_and_kills(tmp_path: Path) -> None:
     with pytest.raises(FfmpegTimeout):
         await run_async(sleeper(pidfile), timeout=1)
     assert not _alive(int(pidfile.read_text()))
+
+
+def test_child_dies_with_a_killed_worker(tmp_path: Path) -> None:
+    """A worker SIGKILLed mid-encode takes its ffmpeg with it (no orphan encoding into staging)."""
+    import signal
+    import subprocess
+
+    pidfile = tmp_path / "pid"
+    worker = subprocess.Popen([
+        sys.executable, "-c",
+        "import sys; from tonearm.ffmpeg import run; run(sys.argv[1:], timeout=60)", *sleeper(pidfile),
+    ])
+    deadline = time.monotonic() + 20
+    while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    child = int(pidfile.read_text())
+    assert _alive(child)
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    deadline = time.monotonic() + 5
+    while _alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(child)

@@ -90,23 +90,20 @@ def test_sigkill_mid_ingest_publishes_nothing_and_rerun_finishes(tmp_path: Path)
     assert encoding is not None, "the job never started encoding"
     os.killpg(job.pid, signal.SIGKILL)  # tonearm and everything in its process group, no cleanup code runs
     job.communicate(timeout=30)
-    orphans = _encoders_writing_into(encoding.parent.parent)  # ffmpeg runs in its own session
-    try:
-        assert published_assets(data) == []
-        rerun = tonearm(data, "ingest", "--json", str(master))
-        out, err = rerun.communicate(timeout=300)
-        assert rerun.returncode == 0, err
-        record = json.loads(out)
-        assert record["outcome"] == "published"
-        assert published_assets(data) == [record["asset_id"]]
-        assert_complete(data / "published" / record["asset_id"])
-        assert not encoding.parent.parent.exists()  # the dead run's staging was cleaned under the new lease
-    finally:
-        for pid in orphans:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
+    staging = encoding.parent.parent
+    deadline = time.monotonic() + 10
+    while _encoders_writing_into(staging) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _encoders_writing_into(staging) == [], "ffmpeg outlived its killed worker"  # PR_SET_PDEATHSIG
+    assert published_assets(data) == []
+    rerun = tonearm(data, "ingest", "--json", str(master))
+    out, err = rerun.communicate(timeout=300)
+    assert rerun.returncode == 0, err
+    record = json.loads(out)
+    assert record["outcome"] == "published"
+    assert published_assets(data) == [record["asset_id"]]
+    assert_complete(data / "published" / record["asset_id"])
+    assert not staging.exists()  # the dead run's staging was cleaned under the new lease
 
 
 def _encoders_writing_into(folder: Path) -> list[int]:

@@ -9,6 +9,7 @@ the whole process on timeout or cancellation so no encoder outlives its job.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import functools
 import logging
 import os
@@ -118,6 +119,7 @@ def run(argv: Sequence[str], *, timeout: float, input: bytes | None = None) -> s
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         start_new_session=True,
+        preexec_fn=_die_with_parent,
     )
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
@@ -147,7 +149,7 @@ async def run_async(argv: Sequence[str], *, timeout: float) -> tuple[bytes, str]
     log.info("run: %s", shlex.join(argv))
     proc = await asyncio.create_subprocess_exec(
         *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=_die_with_parent,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout)
@@ -166,6 +168,22 @@ async def run_async(argv: Sequence[str], *, timeout: float) -> tuple[bytes, str]
             returncode=proc.returncode,
         )
     return out, stderr
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child: ask Linux to SIGKILL us if the worker that started us dies (even by SIGKILL).
+
+    The child runs in its own session so a timeout can kill its whole group; that also means a
+    killed worker's terminal signal no longer reaches it, and it would go on encoding into a
+    staging directory nobody will publish.
+    """
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):  # not Linux: the timeout still bounds the run
+        pass
 
 
 def _kill(pid: int) -> None:
