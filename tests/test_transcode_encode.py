@@ -100,6 +100,8 @@ def test_durations_and_lossless_depth(tmp_path: Path, ffmpeg_bin: FfmpegInfo, ra
         # from the resampler reaches the MP4 (it would move the packager's segment boundaries)
         durations = [p["duration"] for p in ffprobe_packets(r.path)]
         assert len(set(durations[1:-1])) == 1, (key, sorted(set(durations)))
+        # frames tile the 15360-sample grid, so every rung can be cut at the same instants
+        assert 15360 % int(durations[1]) == 0, (key, durations[1])
     flac = _audio(out["flacNone"].path)
     assert flac["sample_fmt"] == ("s16" if bits == 16 else "s32")
     assert int(flac.get("bits_per_raw_sample") or 16) == bits

@@ -50,6 +50,9 @@ def _codec_options(rung: Rung, info: MasterInfo, channels: int) -> dict[str, obj
         # FLAC in MP4 is marked experimental in ffmpeg 5.1's muxer.  f_strict reaches only
         # the muxer: on the encoder, "experimental" would allow non-streamable 32-bit FLAC.
         opts["f_strict"] = "experimental"
+        # 3840-sample blocks tile the 15360-sample alignment grid, so lossless segments cut at the
+        # same instants as AAC (1024) and Opus (960); ffmpeg's default 4608 does not.
+        opts["frame_size"] = 3840
     else:
         opts["b:a"] = str(rung.bitrate)
     if rung.codec == "opus":
