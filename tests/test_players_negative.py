@@ -89,3 +89,18 @@ def test_broken_asset_fails_with_the_players_error(player_origin: Origin, tmp_pa
     assert not r["ok"] and r["failedStep"], why
     assert r["errors"], why
     assert player_error(player, fault, r["errors"]), why
+
+
+@pytest.mark.parametrize(("player", "protocol"), PLAYERS, ids=PLAYER_IDS)
+def test_without_cors_headers_players_are_locked_out(player_origin: Origin, tmp_path: Path, player: str,
+                                                     protocol: str) -> None:
+    """The harness page is cross-origin for real: with the origin's Access-Control-* headers removed
+    from every answer (the bytes are otherwise the same), the player cannot even read the manifest."""
+    spec = scenario(player_origin.url("tones", "segmented", protocol), player, steps=["start"])
+    report = drive({**spec, "stripCors": True}, tmp_path, timeout_s=60)
+    why = explain(report)
+    r = report["result"]
+    assert report["driverError"] is None and r is not None, why
+    assert report["browser"]["strippedCors"] > 0, why
+    assert not r["ok"] and r["failedStep"] == "start" and r["errors"], why
+    assert any("CORS" in line or "Access-Control-Allow-Origin" in line for line in report["browser"]["console"]), why

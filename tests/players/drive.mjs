@@ -5,6 +5,7 @@
 // SPEC = {
 //   "mode": "harness",                      // a player scenario (harness.js) against media URLs
 //   "scenario": {...},                      // passed to window.runScenario in the page
+//   "stripCors": false,                     // negative control: drop the origin's CORS headers
 //   "timeoutMs": 60000
 // } or {
 //   "mode": "demo", "url": "http://127.0.0.1:PORT/", "asset": "<id>", "screenshot": "docs/demo-page.png"
@@ -14,7 +15,7 @@
 // port: the media then come from another origin, so the origin's CORS headers are exercised for real.
 // No browser is ever downloaded: executablePath is the system Chromium.
 import { chromium } from 'playwright-core';
-import { createServer } from 'node:http';
+import { createServer, request as httpRequest } from 'node:http';
 import { readFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -76,6 +77,26 @@ async function grantLocalNetwork(context, origins) {
   return 'granted';
 }
 
+/** Negative control: a pass-through proxy to the media origin that drops every Access-Control-*
+ *  header (bytes, status and other headers unchanged). Route interception cannot do this: the
+ *  browser's CORS check does not apply to responses fulfilled by the driver. */
+function corsStrippingProxy(mediaOrigin, log) {
+  log.strippedCors = 0;
+  const target = new URL(mediaOrigin);
+  const server = createServer((req, res) => {
+    const headers = { ...req.headers, host: target.host };
+    const upstream = httpRequest({ host: target.hostname, port: target.port, method: req.method, path: req.url, headers }, (up) => {
+      const kept = Object.fromEntries(Object.entries(up.headers).filter(([k]) => !k.startsWith('access-control-')));
+      if (Object.keys(kept).length < Object.keys(up.headers).length) log.strippedCors += 1;
+      res.writeHead(up.statusCode, kept);
+      up.pipe(res);
+    });
+    upstream.on('error', (e) => { res.writeHead(502).end(String(e)); });
+    req.pipe(upstream);
+  });
+  return new Promise((resolve) => server.listen(0, '127.0.0.1', () => resolve(server)));
+}
+
 function watch(page, log, verbose = false) {
   const keep = verbose ? 400 : 40;
   page.on('console', (m) => { if ((verbose || ['error', 'warning'].includes(m.type())) && log.console.length < keep) log.console.push(`${m.type()}: ${m.text()}`.slice(0, 400)); });
@@ -86,22 +107,31 @@ function watch(page, log, verbose = false) {
 
 async function runHarness(spec, context, log) {
   const server = await servePage();
+  let proxy = null;
   try {
     const pageOrigin = `http://127.0.0.1:${server.address().port}`;
     const mediaOrigin = new URL(spec.scenario.url).origin;
     log.pageOrigin = pageOrigin;
-    log.localNetworkAccess = await grantLocalNetwork(context, [pageOrigin, mediaOrigin]);
+    let scenario = spec.scenario;
+    if (spec.stripCors) {
+      proxy = await corsStrippingProxy(mediaOrigin, log);
+      const url = new URL(scenario.url);
+      url.port = String(proxy.address().port);
+      scenario = { ...scenario, url: url.href };
+    }
+    log.localNetworkAccess = await grantLocalNetwork(context, [pageOrigin, new URL(scenario.url).origin]);
     const page = context.pages()[0] || await context.newPage();
     watch(page, log, Boolean(spec.verbose));
     await page.goto(`${pageOrigin}/harness.html`);
     const budget = (spec.timeoutMs || 60000) - 5000;
     const overrun = new Promise((resolve) => setTimeout(resolve, budget, null));
-    const report = await Promise.race([page.evaluate((s) => window.runScenario(s), spec.scenario), overrun]);
+    const report = await Promise.race([page.evaluate((s) => window.runScenario(s), scenario), overrun]);
     if (report) return report;
     const partial = await page.evaluate(() => window.currentReport || null);
     return partial && { ...partial, ok: false, failure: partial.failure || `scenario overran ${budget} ms` };
   } finally {
     server.close();
+    if (proxy) proxy.close();
   }
 }
 
