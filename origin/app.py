@@ -88,7 +88,7 @@ class Origin:
             rid = self._id_prefix + format(next(self._ids), "x")
         extra = self._cors(request)
         extra["X-Request-Id"] = rid
-        METRICS.in_flight.inc()
+        METRICS.active += 1
         route, status, error = "other", 500, None
         resp: web.StreamResponse | None = None
         try:
@@ -124,20 +124,13 @@ class Origin:
             status = resp.status
             return resp
         finally:
-            METRICS.in_flight.dec()
+            METRICS.active -= 1
             elapsed = time.perf_counter() - t0
             nbytes = (resp.content_length or 0) if resp is not None and request.method != "HEAD" and status < 499 \
                 else 0
             METRICS.observe(route, status, nbytes, elapsed)
             if self.access.enabled:
-                rec = {"ts": round(time.time(), 3), "id": rid, "method": request.method, "path": request.raw_path[:512],
-                       "status": status, "bytes": nbytes, "ms": round(elapsed * 1000, 3), "route": route,
-                       "remote": request.remote}
-                if "Range" in request.headers:
-                    rec["range"] = request.headers["Range"][:200]
-                if error:
-                    rec["error"] = error
-                self.access.write(rec)
+                self.access.write(request, rid, status, nbytes, elapsed, route, error)
 
     def _cors(self, request: web.Request) -> dict[str, str]:
         if self.cors_any:
@@ -187,6 +180,7 @@ class Origin:
             return "health", _text(200 if ok else 503, "ready\n" if ok else "storage unreachable\n",
                                    {**extra, "Cache-Control": "no-store"})
         if path == "/metrics":
+            METRICS.flush()
             body = await asyncio.get_running_loop().run_in_executor(None, render_metrics)
             return "metrics", web.Response(body=body, headers={**extra, "Content-Type": CONTENT_TYPE_LATEST,
                                                                 "Cache-Control": "no-store"})
@@ -259,11 +253,13 @@ def make_app(cfg: Config, *, source: Source | None = None) -> web.Application:
         async def loop() -> None:
             while True:
                 await asyncio.sleep(0.5)
+                METRICS.flush()
                 origin.access.flush()
 
         task = asyncio.create_task(loop())
         yield
         task.cancel()
+        METRICS.flush()
         await origin.close()
 
     app.cleanup_ctx.append(flusher)

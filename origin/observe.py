@@ -23,6 +23,15 @@ ROUTES = ("media", "init", "manifest", "descriptor", "static", "api", "health", 
 
 
 class _Metrics:
+    """Request metrics, counted in plain ints on the hot path and pushed to Prometheus in batches.
+
+    A Prometheus increment in multiprocess mode is a locked write to a shared
+    file; several per request would cost more than serving a cached segment.
+    ``flush`` (every half second, and before each scrape) moves the counts
+    over, so another worker's figures in ``/metrics`` are at most that old.
+    The latency histogram is observed per request.
+    """
+
     def __init__(self) -> None:
         self.requests = Counter("tonearm_http_requests", "HTTP responses by route and status", ["route", "status"])
         self.bytes = Counter("tonearm_http_response_bytes", "Body bytes sent, by route", ["route"])
@@ -30,29 +39,40 @@ class _Metrics:
             "tonearm_http_request_duration_seconds", "Time from request to last byte written, by route", ["route"],
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
-        self.in_flight = Gauge("tonearm_http_requests_in_flight", "Requests being served",
+        self.in_flight = Gauge("tonearm_http_requests_in_flight", "Requests being served (sampled twice a second)",
                                multiprocess_mode="livesum")
         self.disconnects = Counter("tonearm_http_client_disconnects", "Clients gone before the last byte", ["route"])
         # Label children resolved once: .labels() per request costs more than the increment.
-        self._bytes = {r: self.bytes.labels(r) for r in ROUTES}
         self._latency = {r: self.latency.labels(r) for r in ROUTES}
-        self._requests: dict[tuple[str, int], Any] = {}
+        self.active = 0
+        self._counts: dict[tuple[str, int], int] = {}
+        self._sent: dict[str, int] = {}
 
     def observe(self, route: str, status: int, nbytes: int, seconds: float) -> None:
-        child = self._requests.get((route, status))
-        if child is None:
-            child = self._requests[(route, status)] = self.requests.labels(route, str(status))
-        child.inc()
+        key = (route, status)
+        self._counts[key] = self._counts.get(key, 0) + 1
         if nbytes:
-            self._bytes[route].inc(nbytes)
+            self._sent[route] = self._sent.get(route, 0) + nbytes
         self._latency[route].observe(seconds)
+
+    def flush(self) -> None:
+        counts, self._counts = self._counts, {}
+        sent, self._sent = self._sent, {}
+        for (route, status), n in counts.items():
+            self.requests.labels(route, str(status)).inc(n)
+        for route, n in sent.items():
+            self.bytes.labels(route).inc(n)
+        self.in_flight.set(self.active)
 
 
 METRICS = _Metrics()
 
 
 def render_metrics() -> bytes:
-    """Exposition text; blocking in multiprocess mode (reads the shared files): call in an executor."""
+    """Exposition text; blocking in multiprocess mode (reads the shared files): call in an executor.
+
+    Call ``METRICS.flush()`` on the loop first so this worker's latest counts are included.
+    """
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         from prometheus_client import multiprocess
 
@@ -62,8 +82,12 @@ def render_metrics() -> bytes:
     return generate_latest()
 
 
+def _str(value: str | None) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
 class AccessLog:
-    """One JSON object per line: ts, id, method, path, status, bytes, ms, route, remote, and what went wrong.
+    """One JSON object per line: ts, id, method, path, status, bytes, ms, route, remote, range, error.
 
     Lines are buffered and flushed at most every ``flush_s`` seconds (and at
     shutdown): a write per request would cost more than the request itself.
@@ -80,10 +104,20 @@ class AccessLog:
         self._flush_s = flush_s
         self._last = time.monotonic()
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, request: Any, rid: str, status: int, nbytes: int, seconds: float, route: str,
+              error: str | None) -> None:
+        """Append one record; formatted by hand (a json.dumps of a dict costs 5x more), strings JSON-escaped."""
         if self._stream is None:
             return
-        self._buf.append(json.dumps(record, separators=(",", ":"), ensure_ascii=False))
+        headers = request.headers
+        line = (f'{{"ts":{time.time():.3f},"id":"{rid}","method":{_str(request.method)},'
+                f'"path":{_str(request.raw_path[:512])},"status":{status},"bytes":{nbytes},'
+                f'"ms":{seconds * 1000:.3f},"route":"{route}","remote":{_str(request.remote)}')
+        if "Range" in headers:
+            line += f',"range":{_str(headers["Range"][:200])}'
+        if error:
+            line += f',"error":{_str(error)}'
+        self._buf.append(line + "}")
         now = time.monotonic()
         if now - self._last >= self._flush_s or len(self._buf) >= 1024:
             self.flush(now)

@@ -7,6 +7,7 @@ the data directory, and symlinks inside a published asset point at them.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -51,6 +52,10 @@ def site(tmp_path_factory: pytest.TempPathFactory):
     yield {"data": data, "asset": asset, "linked": linked, "half": half, "staged": staged, "server": server}
     server.stop()
     assert "Traceback" not in server.log(), server.log()[-3000:]
+    # Hostile paths (quotes, backslashes, NULs, non-UTF-8) still make valid JSON lines in the access log.
+    records = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    assert len(records) >= 60
+    assert all({"ts", "id", "method", "path", "status", "bytes", "ms", "route", "remote"} <= r.keys() for r in records)
 
 
 def raw_get(base: str, target: bytes) -> tuple[int, bytes]:
