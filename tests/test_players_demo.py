@@ -53,7 +53,9 @@ def test_demo_page_lists_plays_and_switches(demo_site: tuple[str, dict[str, Any]
     assert card["duration"] == f"{seconds // 60}:{seconds % 60:02d}", why
     assert f"{asset['loudness']['integrated_lufs']:.1f} LUFS" in card["loudness"], why
     assert [row["rung"] for row in card["rows"]] == [x["name"] for x in asset["renditions"]], why
-    assert all(row["peak"].endswith("kb/s") and not row["unplayable"] for row in card["rows"]), why
+    assert all(row["peak"] == "—" for row in card["rows"]), why  # no player (nor manifest fetch) before a click
+    assert [row["rung"] for row in r["peaks"]] == [row["rung"] for row in card["rows"]], why
+    assert all(row["peak"].endswith("kb/s") and not row["unplayable"] for row in r["peaks"]), why
 
     # Every rung was picked and heard (the page's own "now playing" follows hls.js FRAG_CHANGED).
     picked = {p["rung"] for p in r["picks"]}

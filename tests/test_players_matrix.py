@@ -35,7 +35,8 @@ PLAYER_NAMES = {"hls": "hlsjs", "dash": "dashjs", "shaka": "shaka"}
 # 'opus', levelCodec 'mp4a.40.2'), which ignores the lowercase 'opus' (its list has 'Opus') and
 # answers 'mp4a.40.2', so the AAC init segment is appended to an Opus SourceBuffer and Chromium
 # rejects it ("audio object type 0x40 does not match what is specified in the mimetype").
-# Within one codec, and AAC -> Opus, hls.js switches cleanly; its ABR never crosses codecs.
+# Within one codec, and AAC -> Opus, hls.js switches cleanly; its ABR never crosses codec sets
+# (hls.js PR #3357, which notes a manual switch still can; a related codec-switch bug: #7402).
 HLSJS_OPUS_TO_AAC = "hls.js 1.7.4: no changeType from Opus back to AAC (pickMostCompleteCodecName ignores 'opus')"
 
 ALL_STEPS = ["start", "clock", "decoded", "tone_start", "switch_all", "switch_back", "switch_return",

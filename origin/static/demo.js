@@ -75,7 +75,17 @@ class AssetPlayer {
     this.select.addEventListener('change', () => this.pick(this.select.value));
     this.audio.addEventListener('play', () => this.onPlay());
     this.audio.addEventListener('pause', () => card.classList.remove('active'));
-    this.attach(-1, null);
+    // The player is made on the first click: a page of assets must not open a MediaSource (and an
+    // hls.js worker) per asset before anyone listens.
+    this.button = $(card, 'button.start');
+    this.button.addEventListener('click', () => this.start());
+  }
+
+  start() {
+    this.button.hidden = true;
+    this.audio.hidden = false;
+    this.attach(-1, undefined);
+    this.audio.play().catch(() => {});
   }
 
   /** Create the player; `level` pins a rendition from the start (null: automatic). */
@@ -137,6 +147,7 @@ class AssetPlayer {
       row.classList.toggle('unplayable', !level);
       row.querySelector('.peak').textContent = level ? kbps(level.bitrate) : '—';
     }
+    if (this.pendingLevel === undefined) this.pendingLevel = this.wanted === 'auto' ? null : this.levelIndex(this.wanted);
     if (this.pendingLevel != null && this.pendingLevel >= 0) this.hls.loadLevel = this.pendingLevel;
     if (this.loadAt !== undefined) this.startLoad();
   }

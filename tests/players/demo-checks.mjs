@@ -50,12 +50,13 @@ export async function runDemoChecks(page, spec) {
         })),
         options: [...a.querySelectorAll('select.rung option')].map((o) => ({ value: o.value, disabled: o.disabled })),
       })));
-      // The peak column is filled from hls.js's parsed master playlist: the player is ready.
-      await page.waitForFunction((s) => [...document.querySelectorAll(`${s} td.peak`)].some((td) => td.textContent !== '—'), sel, { timeout: WAIT });
     });
     await step('plays', async () => {
-      await page.evaluate((s) => document.querySelector(`${s} audio`).play(), sel);
+      await page.click(`${sel} button.start`); // a listener's click: the player is made now
       await page.waitForFunction((s) => document.querySelector(s).dataset.playing, sel, { timeout: WAIT });
+      // The peak column is filled from hls.js's parsed master playlist.
+      out.peaks = await page.$$eval(`${sel} tbody tr`, (rows) => rows.map((r) => ({
+        rung: r.dataset.rung, peak: r.querySelector('.peak').textContent, unplayable: r.classList.contains('unplayable') })));
       const moved = await advances(page, sel, 1.0);
       return { ...moved, now: await nowLine(page, sel), playing: await page.evaluate((s) => document.querySelector(s).dataset.playing, sel) };
     });
