@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import sys
+import threading
 import time
 from typing import IO, Any
 
@@ -89,11 +91,14 @@ def _str(value: str | None) -> str:
 class AccessLog:
     """One JSON object per line: ts, id, method, path, status, bytes, ms, route, remote, range, error.
 
-    Lines are buffered and flushed at most every ``flush_s`` seconds (and at
-    shutdown): a write per request would cost more than the request itself.
+    Lines are buffered and handed over at most every ``flush_s`` seconds (and
+    at shutdown): a write per request would cost more than the request itself.
+    The writing itself happens on a writer thread, so a slow or blocked log
+    pipe never stalls the event loop; past ``max_batches`` waiting batches new
+    lines are dropped and counted in ``dropped`` rather than queued forever.
     """
 
-    def __init__(self, target: str, flush_s: float = 0.5) -> None:
+    def __init__(self, target: str, flush_s: float = 0.5, max_batches: int = 64) -> None:
         self.enabled = target != ""
         self._stream: IO[str] | None = None
         if target == "-":
@@ -103,6 +108,21 @@ class AccessLog:
         self._buf: list[str] = []
         self._flush_s = flush_s
         self._last = time.monotonic()
+        self.dropped = 0
+        self._queue: queue.Queue[list[str] | None] = queue.Queue(maxsize=max_batches)
+        self._writer: threading.Thread | None = None
+        if self._stream is not None:
+            self._writer = threading.Thread(target=self._drain, name="access-log", daemon=True)
+            self._writer.start()
+
+    def _drain(self) -> None:
+        while (lines := self._queue.get()) is not None:
+            try:
+                assert self._stream is not None
+                self._stream.write("\n".join(lines) + "\n")
+                self._stream.flush()
+            except (OSError, ValueError):
+                pass  # a closed log must not take requests down
 
     def write(self, request: Any, rid: str, status: int, nbytes: int, seconds: float, route: str,
               error: str | None) -> None:
@@ -128,13 +148,19 @@ class AccessLog:
             return
         lines, self._buf = self._buf, []
         try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
-        except (OSError, ValueError):
-            pass  # a closed log must not take requests down
+            self._queue.put_nowait(lines)
+        except queue.Full:
+            self.dropped += len(lines)
 
     def close(self) -> None:
         self.flush()
+        if self._writer is not None:
+            try:
+                self._queue.put(None, timeout=5)
+            except queue.Full:
+                pass
+            self._writer.join(timeout=5)
         if self._stream is not None and self._stream is not sys.stderr:
             self._stream.close()
         self._stream = None
+

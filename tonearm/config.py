@@ -86,7 +86,6 @@ class OriginConfig:
     manifest_ttl: int = 10  # seconds of Cache-Control max-age for manifests
     signing_key: str = ""  # empty: signed URLs disabled
     require_signed: bool = False
-    manifest_cache_entries: int = 256
     cache_mb: int = 256  # in-process cache of file bytes (segments, init, manifests), LRU by bytes
     cors_origins: tuple[str, ...] = ("*",)  # Access-Control-Allow-Origin: "*" or these exact origins
     access_log: str = "-"  # JSON lines: "-" stderr, "" off, else a file path
