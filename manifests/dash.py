@@ -75,7 +75,11 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
         reps = sorted(group, key=lambda p: -dash_bandwidth(p, min_buffer))
         boundaries = {tuple((s.start, s.duration) for s in p.segments) for p in reps}
         aligned = "true" if len(boundaries) == 1 else "false"
-        attrs = {"id": str(set_id), "contentType": "audio", "mimeType": "audio/mp4", "lang": "und"}
+        # selectionPriority (ISO/IEC 23009-1 5.3.3.2): players pick their first track by it (dash.js's
+        # default initial-track mode); AAC plays everywhere, so it leads, then Opus, then lossless.
+        priority = len(_FAMILY_ORDER) + 1 - _FAMILY_ORDER.get(_family(reps[0]), len(_FAMILY_ORDER))
+        attrs = {"id": str(set_id), "contentType": "audio", "mimeType": "audio/mp4", "lang": "und",
+                 "selectionPriority": str(priority)}
         if layout == "segmented":
             attrs.update(segmentAlignment=aligned, startWithSAP="1")
         else:

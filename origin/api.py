@@ -60,6 +60,8 @@ def _summary(origin: "Origin", rec: Any) -> dict[str, Any]:
         "title": tags.get("title"),
         "artist": tags.get("artist"),
         "duration_s": info.get("duration_s"),
+        "loudness": info.get("loudness"),
+        "renditions": info.get("renditions"),
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
     }
@@ -73,8 +75,6 @@ def _detail(origin: "Origin", rec: Any) -> dict[str, Any]:
     info = rec.info or {}
     out = _summary(origin, rec)
     out.update({
-        "loudness": info.get("loudness"),
-        "renditions": info.get("renditions"),
         "manifests": info.get("manifests"),
         "sample_rate": info.get("sample_rate"),
         "channels": info.get("channels"),

@@ -58,6 +58,7 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
     media_end = Fraction(0)
     longest = Fraction(0)
     seen = set()
+    priorities = {}
     for aset in period.adaptation_sets:
         assert (aset.content_type, aset.mime_type, aset.lang) == ("audio", "audio/mp4", "und")
         (acc,) = aset.audio_channel_configurations
@@ -101,9 +102,12 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
             assert int(acc.value) == channels == pk.channels  # 5.1 -> 6
             families.add(codecs.split(".")[0])
         assert len(families) == 1  # one codec family (and one channel layout) per AdaptationSet
+        priorities[families.pop()] = int(aset.selection_priority)
         alignment = aset.segment_alignment if layout == "segmented" else aset.subsegment_alignment
         assert alignment == (len(timelines) == 1)
     assert seen == {p.rung.name for p in pk.layouts[layout]}
+    # AAC, which every player decodes, is the preferred first track (dash.js picks by priority)
+    assert max(priorities, key=priorities.get) == "mp4a" and len(set(priorities.values())) == len(priorities)
     assert abs(seconds(mpd.media_presentation_duration) - media_end) <= Fraction(1, 10**6)
     assert seconds(mpd.min_buffer_time) >= longest
 
