@@ -62,3 +62,26 @@ def test_concurrent_claims_from_processes_yield_one_owner(tmp_path: Path) -> Non
         p.join(30)
     results = sorted(q.get(timeout=5) for _ in procs)
     assert results.count("claimed") == 1 and results.count("busy") == 5
+
+
+def _open(path: str, q: "multiprocessing.Queue[str]", start: "multiprocessing.synchronize.Barrier") -> None:
+    start.wait(30)  # all at once, like two CLI runs started together
+    try:
+        Catalog(Path(path)).claim(AID, "x.flac", lease_s=60)
+        q.put("ok")
+    except Exception as exc:  # reported to the parent, which fails the test with it
+        q.put(f"{type(exc).__name__}: {exc}")
+
+
+def test_many_processes_creating_one_new_catalog_at_once(tmp_path: Path) -> None:
+    """Two `tonearm ingest` started together both open a catalog that does not exist yet."""
+    for round_ in range(5):
+        path = str(tmp_path / f"new{round_}.sqlite3")
+        q: multiprocessing.Queue[str] = multiprocessing.Queue()
+        start = multiprocessing.Barrier(6)
+        procs = [multiprocessing.Process(target=_open, args=(path, q, start)) for _ in range(6)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join(60)
+        assert sorted(q.get(timeout=5) for _ in procs) == ["ok"] * 6

@@ -14,7 +14,7 @@ import os
 import socket
 import sqlite3
 import time
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
@@ -64,9 +64,25 @@ class Catalog:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.executescript(SCHEMA)
+        self._create()
+
+    def _create(self, patience: float = 30.0) -> None:
+        """Switch to WAL and create the schema, waiting out other processes doing the same.
+
+        Changing the journal mode ignores SQLite's busy timeout: two processes opening a new
+        catalog at once get "database is locked" at once, so we retry here.
+        """
+        deadline = time.monotonic() + patience
+        while True:
+            try:
+                with closing(self._connect()) as db:
+                    db.execute("PRAGMA journal_mode=WAL")
+                    db.executescript(SCHEMA)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.02)
 
     def _connect(self) -> sqlite3.Connection:
         return sqlite3.connect(self.path, timeout=30, isolation_level=None)
@@ -137,7 +153,7 @@ class Catalog:
             db.execute(f"UPDATE assets SET {', '.join(sets)} WHERE id=?", (*args, asset_id))
 
     def get(self, asset_id: str) -> AssetRecord | None:
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             row = db.execute(
                 "SELECT id, state, source_name, info, error, created_at, updated_at FROM assets WHERE id=?",
                 (asset_id,),
@@ -151,12 +167,12 @@ class Catalog:
             query += " WHERE state=?"
             args.append(state.value)
         query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             rows = db.execute(query, (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows]
 
     def count(self, *, state: AssetState | None = None) -> int:
-        with self._connect() as db:
+        with closing(self._connect()) as db:
             if state is None:
                 return db.execute("SELECT COUNT(*) FROM assets").fetchone()[0]
             return db.execute("SELECT COUNT(*) FROM assets WHERE state=?", (state.value,)).fetchone()[0]
