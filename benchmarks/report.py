@@ -22,7 +22,7 @@ def _sections(results: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
         if not isinstance(sec, dict):
             continue
         out.append((name, sec))
-        out += [(f"{name}/{sub}", v) for sub, v in sec.items() if isinstance(v, dict) and "load_before" in v]
+        out += [(f"{name}/{sub}", v) for sub, v in sec.items() if isinstance(v, dict) and "busy_before" in v]
     return out
 
 
@@ -35,7 +35,8 @@ def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], cha
     lines = [
         "# tonearm benchmark report",
         "",
-        f"Reproduce with `{meta.get('command', 'make bench')}` (commit {meta.get('commit')}, {meta.get('cores')} cores, "
+        f"Reproduce with `{meta.get('command', 'make bench')}` (commit {meta.get('commit')}, "
+        f"{meta.get('cores')} cores, "
         f"Python {meta.get('python')}, started {meta.get('started')}, took {meta.get('seconds', 0) / 60:.1f} min; "
         f"load average at start {meta.get('load_at_start')}, at end {meta.get('load_at_end')}).",
         "Every figure is a ratio against a baseline measured in the same run. Raw numbers: `results.json`.",
@@ -74,15 +75,19 @@ def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], cha
               "run are what carry over.",
               "- Listener latencies (hot release, spike) are measured by one asyncio process; at 1,000 listeners "
               "its own scheduling delay is part of every p99.",
+              "- Hot-release p99 includes nginx's request collapsing: requests waiting on proxy_cache_lock re-check "
+              "the lock every 500 ms (fixed in nginx), so a collapsed miss costs its waiters up to 0.5 s once.",
               "- nginx baseline: the config of `tests/fixtures_servers.py` (1 worker, sendfile, tcp_nopush). With "
               "tcp_nopush its 206 responses wait ~40 ms on the corked socket, so range ratios flatter tonearm "
               "(no target is judged on them).",
               ""]
-    busy = [(name, sec["load_before"]) for name, sec in _sections(results)
-            if sec.get("load_before") and sec["load_before"][0] > 1.0]
+    busy = [(name, sec["busy_before"]) for name, sec in _sections(results) if sec.get("busy_before", 0) > 0.10]
     if busy:
-        lines += ["Machine was busy when these sections started (1-minute load average > 1.0 on 2 cores): "
-                  + ", ".join(f"{n} ({lb[0]})" for n, lb in busy) + "; re-run when idle for undistorted ratios.", ""]
+        lines += ["Other processes kept the cores busy when these sections started (share of both cores busy "
+                  "during a 2 s pause of the benchmark): " + ", ".join(f"{n} ({b:.0%})" for n, b in busy)
+                  + "; re-run when idle for undistorted ratios.", ""]
+    else:
+        lines += ["Before every section the cores were idle (< 10% busy during a 2 s pause of the benchmark).", ""]
     missed = [f for f in figures if f.ok is False]
     lines += ["## summary", "", f"{len(figures)} figures, {sum(1 for f in figures if f.ok)} pass, {len(missed)} miss."]
     lines += [f"- miss: {f.name}: {_fmt(f.value)} {f.unit} (target {f.target})" for f in missed]
