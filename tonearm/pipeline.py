@@ -19,7 +19,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from tonearm.catalog import Catalog, Claim
 from tonearm.config import Config
@@ -190,5 +190,3 @@ def _existing(ctx: Context, source: str, asset_id: str, t0: float) -> JobResult:
     err = JobError(code="busy", message="another worker is still processing these bytes")
     return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err, seconds=elapsed)
 
-
-Progress = Callable[[JobResult], None]
