@@ -20,6 +20,10 @@ def _nice_max(v: float) -> float:
     return 10 * mag
 
 
+def _tick(v: float, span: float) -> str:
+    return f"{v:.0f}" if span >= 10 else f"{v:.1f}" if span >= 1 else f"{v:.3g}"
+
+
 def _frame(title: str, ymax: float, ylabel: str) -> list[str]:
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" '
            'font-family="sans-serif" font-size="11">',
@@ -75,7 +79,7 @@ def line_chart(title: str, series: dict[str, Sequence[tuple[float, float]]], xla
     pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
     for i in range(6):
         x = LEFT + pw * i / 5
-        out.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle">{x0 + (x1 - x0) * i / 5:.3g}</text>')
+        out.append(f'<text x="{x:.1f}" y="{H - BOTTOM + 14}" text-anchor="middle">{_tick(x0 + (x1 - x0) * i / 5, x1 - x0)}</text>')
     out.append(f'<text x="{LEFT + pw / 2}" y="{H - BOTTOM + 30}" text-anchor="middle">{escape(xlabel)}</text>')
     for si, (_, pts) in enumerate(series.items()):
         coords = " ".join(f"{LEFT + pw * (x - x0) / (x1 - x0):.1f},{H - BOTTOM - ph * y / ymax:.1f}" for x, y in pts)
