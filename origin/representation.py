@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import enum
 import gzip
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
@@ -111,6 +111,11 @@ class Variant:
     size: int
     body: bytes | None
     headers: dict[str, str]
+    # The same headers as HTTP/1.1 field lines, serialised once per file version for the cached-body fast path.
+    head: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.head = "".join(f"{k}: {v}\r\n" for k, v in self.headers.items())
 
 
 @dataclass(slots=True, eq=False)
