@@ -128,6 +128,7 @@ class Entry:
     gzip: Variant | None
     path: str | None  # local file for streaming when the body is not cached
     checked: float  # loop time of the last validation against storage
+    gate: Any = None  # version of the asset's gate (descriptor) when this entry was last validated
 
     @property
     def size(self) -> int:

@@ -131,7 +131,7 @@ class CachedResponse(web.StreamResponse):
         if request.method == "HEAD":
             transport.write(data)
         else:
-            transport.writelines((data, self._payload))
+            transport.writelines((data, self._payload))  # one writev on uvloop: the body is not copied
         # Backpressure as aiohttp's own writer applies it: wait while the transport is over its high-water mark.
         await request.writer.drain()
         return None

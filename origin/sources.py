@@ -5,6 +5,9 @@ open ``Body`` when the bytes are not cached) or ``None`` for "not served".
 Entries are cached (``EntryCache``) and trusted for ``REVALIDATE_S`` seconds:
 published assets are immutable, so a cached segment is served without
 touching the disk, and a deleted asset stops being served within that window.
+Segments and init segments past the window are vouched for by their asset's
+gate (the descriptor, stat-ed at most once per window per asset) as long as
+it is the same publication they were validated under.
 
 All blocking filesystem work of a request (gate stat, stat, realpath check,
 open, fstat, read) happens in ONE executor call, ``_load``: the event loop
@@ -102,20 +105,35 @@ class LocalSource:
         self.manifest_ttl = manifest_ttl
         self.max_cached_file = MAX_CACHED_FILE  # bigger files are streamed (0: every body is)
         self.revalidate_s = REVALIDATE_S
+        self._gates: dict[str, tuple[float, tuple[int, ...]]] = {}  # scope -> (loop time checked, gate version)
 
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
         key = f"{scope.name}/{rel}"
         loop = asyncio.get_running_loop()
         now = loop.time()
         cached = self.cache.get(key)
-        if cached is not None and cached.identity.body is not None and now - cached.checked < self.revalidate_s:
-            return cached, None  # hot path: no disk access at all
+        if cached is not None and cached.identity.body is not None:
+            if now - cached.checked < self.revalidate_s:
+                return cached, None  # hot path: no disk access at all
+            # Segments and init segments never change within one publication of their asset, so the
+            # asset's gate, checked within the window and unchanged since this entry was, vouches for them:
+            # one stat per asset per window instead of one executor round trip per file.
+            if kind.immutable and cached.gate is not None:
+                gate = self._gates.get(scope.name)
+                if gate is not None and now - gate[0] < self.revalidate_s and gate[1] == cached.gate:
+                    return cached, None
         result = await loop.run_in_executor(None, self._load, scope, rel, kind, cached)
         if result is None:
             self.cache.drop(key)
+            self._gates.pop(scope.name, None)
             return None
-        entry, fobj = result
+        entry, fobj, gate_version = result
         entry.checked = now
+        entry.gate = gate_version
+        if gate_version is not None:
+            if len(self._gates) > 10_000:
+                self._gates.clear()
+            self._gates[scope.name] = (now, gate_version)
         if entry is not cached:
             self.cache.put(entry)
         return entry, (FileBody(fobj) if fobj is not None else None)
@@ -126,20 +144,26 @@ class LocalSource:
         base = self.published_root / scope.asset_id
         return base, base / DESCRIPTOR
 
-    def _load(self, scope: Scope, rel: str, kind: Kind, cached: Entry | None) -> tuple[Entry, object | None] | None:
-        """Executor: gate, stat, containment check, open, validators (re-read after open), maybe the bytes."""
+    def _load(self, scope: Scope, rel: str, kind: Kind, cached: Entry | None
+              ) -> tuple[Entry, object | None, tuple[int, ...] | None] | None:
+        """Executor: gate, stat, containment check, open, validators (re-read after open), maybe the bytes.
+
+        Also returns the gate's version (descriptor mtime, inode, size): a re-published asset has a new one.
+        """
         base, gate = self._paths(scope, rel)
         path = os.path.join(base, rel)
+        gate_version = None
         try:
             if gate is not None:
-                os.stat(gate)  # an asset is published iff its descriptor exists
+                gst = os.stat(gate)  # an asset is published iff its descriptor exists
+                gate_version = (gst.st_mtime_ns, gst.st_ino, gst.st_size)
             st = os.stat(path)
             if not stat.S_ISREG(st.st_mode):
                 return None
             if cached is not None and cached.version == (st.st_mtime_ns, st.st_size, st.st_ino):
                 if cached.identity.body is not None:
-                    return cached, None
-                return cached, open(path, "rb")  # noqa: SIM115 - closed by the Body
+                    return cached, None, gate_version
+                return cached, open(path, "rb"), gate_version  # noqa: SIM115 - closed by the Body
             # Symlinks must not lead out of the served tree (the published root or the static folder).
             root = os.path.realpath(self.static_root if scope.asset_id is None else self.published_root)
             real = os.path.realpath(path)
@@ -176,7 +200,7 @@ class LocalSource:
                 manifest_ttl=self.manifest_ttl,
                 compressible=typed[1],
             )
-            return entry, (None if body is not None else f)
+            return entry, (None if body is not None else f), gate_version
         except BaseException:
             f.close()
             raise
