@@ -77,9 +77,8 @@ def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], cha
               "its own scheduling delay is part of every p99.",
               "- Hot-release p99 includes nginx's request collapsing: requests waiting on proxy_cache_lock re-check "
               "the lock every 500 ms (fixed in nginx), so a collapsed miss costs its waiters up to 0.5 s once.",
-              "- nginx baseline: the config of `tests/fixtures_servers.py` (1 worker, sendfile, tcp_nopush). With "
-              "tcp_nopush its 206 responses wait ~40 ms on the corked socket, so range ratios flatter tonearm "
-              "(no target is judged on them).",
+              "- nginx baseline: the config of `tests/fixtures_servers.py` (1 worker, sendfile, tcp_nopush off, "
+              "tcp_nodelay on, as the shipped edge config; a corked socket would hold every 206 ~40 ms).",
               ""]
     busy = [(name, sec["busy_before"]) for name, sec in _sections(results) if sec.get("busy_before", 0) > 0.10]
     if busy:
