@@ -13,6 +13,7 @@ from pathlib import Path
 
 import av
 import numpy as np
+import pytest
 from pymp4.parser import Box as P4Box
 
 from manifests import write_manifests
@@ -258,3 +259,10 @@ def rfc8216_peak(sizes: list[int], seconds: list[float], target: int) -> float:
                 rate = 8 * sum(sizes[i:j + 1]) / dur
                 best = rate if best is None else max(best, rate)
     return best if best is not None else 8 * sum(sizes) / sum(seconds)
+
+
+@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
+def pk(request, tmp_path_factory) -> Packaged:
+    """Each test master packaged once per session, shared by the packager and manifest tests."""
+    seconds, channels = request.param
+    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)

@@ -9,17 +9,11 @@ from fractions import Fraction
 import pytest
 from mpegdash.parser import MPEGDASHParser
 
-from fixtures_packager import FFMPEG, MASTER_IDS, MASTER_KEYS, ffprobe, measured_media, p4_boxes, packaged
+from fixtures_packager import pk, FFMPEG, ffprobe, measured_media, p4_boxes
 
 PROFILES = {"segmented": "urn:mpeg:dash:profile:isoff-live:2011",
             "single": "urn:mpeg:dash:profile:isoff-on-demand:2011"}
 MPDS = {"segmented": "manifest.mpd", "single": "single/manifest.mpd"}
-
-
-@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
-def pk(request, tmp_path_factory):
-    seconds, channels = request.param
-    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)
 
 
 def seconds(xs_duration: str) -> Fraction:

@@ -8,17 +8,11 @@ import m3u8
 import m3u8.protocol as P
 import pytest
 
-from fixtures_packager import (MASTER_IDS, MASTER_KEYS, concatenated, decode, measured_media, p4_boxes,
-                               packaged, rfc8216_peak)
+from fixtures_packager import (pk, concatenated, decode, measured_media, p4_boxes,
+                               rfc8216_peak)
 from manifests import hls_tags as T
 
 LAYOUT_DIRS = {"segmented": "", "single": "single/"}
-
-
-@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
-def pk(request, tmp_path_factory):
-    seconds, channels = request.param
-    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)
 
 
 def test_manifest_map_names_every_layout(pk):

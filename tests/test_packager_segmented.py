@@ -7,17 +7,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures_packager import (MASTER_IDS, MASTER_KEYS, concatenated, decode, elst_entries, ffprobe,
-                               fragments, packaged, packets, pyav_frames, segment_files, source)
+from fixtures_packager import (pk, concatenated, decode, elst_entries, ffprobe,
+                               fragments, packets, pyav_frames, segment_files, source)
 
 SEGMENT = 307200  # 6.4 s at 48 kHz, the default ladder
 FRAME = {"mp4a.40.2": 1024, "opus": 960}
-
-
-@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
-def pk(request, tmp_path_factory):
-    seconds, channels = request.param
-    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)
 
 
 def test_fragments_carry_every_encoder_packet_with_continuous_tfdt(pk):

@@ -5,14 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fixtures_packager import (MASTER_IDS, MASTER_KEYS, decode, fragments, p4_boxes, packaged,
+from fixtures_packager import (pk, decode, fragments, p4_boxes,
                                pyav_frames, source)
-
-
-@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
-def pk(request, tmp_path_factory):
-    seconds, channels = request.param
-    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)
 
 
 def test_sidx_indexes_every_fragment(pk):
