@@ -47,7 +47,7 @@ def _info(m: Master) -> MasterInfo:
     """What ingest would report, from the spec that made the file."""
     s = m.spec
     return MasterInfo(
-        asset_id="0" * 64, source_name=m.path.name, size=m.path.stat().st_size, container=s.container,
+        asset_id="0" * 64, source_name=m.path.name, size=m.path.stat().st_size, container=s.container, demuxer=s.container,
         codec="flac" if s.container == "flac" else "pcm", sample_rate=s.sample_rate, channels=s.channels,
         channel_layout=None, bits_per_sample=24 if s.sample_fmt == "s32" else 16, duration_s=s.seconds,
         header_duration_s=s.seconds, loudness=Loudness(integrated_lufs=None, loudness_range_lu=None,

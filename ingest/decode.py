@@ -18,8 +18,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ingest.probe import Probe, ffmpeg_url, parse_summary
-from tonearm.ffmpeg import FfmpegInfo, run
+from ingest.probe import Probe, parse_summary
+from tonearm.ffmpeg import FfmpegInfo, master_input, run
 
 # Silence: no sample above one 16-bit LSB (20*log10(1/32768) = -90.3 dBFS), so dither-only
 # 16-bit files count as silent too.
@@ -76,10 +76,11 @@ def _num(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def decode_argv(path: Path, ffmpeg: FfmpegInfo) -> list[str]:
+def decode_argv(path: Path, ffmpeg: FfmpegInfo, demuxer: str, max_seconds: float) -> list[str]:
+    """The decode pass; ``-t`` stops reading after ``max_seconds`` whatever the header claimed."""
     return [
         ffmpeg.path, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
-        "-i", ffmpeg_url(path),
+        "-t", f"{max_seconds:.6f}", *master_input(demuxer, path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-af", FILTERS,
         "-c:a", "pcm_f64le",  # ebur128 emits doubles: no conversion between the filters and the sink
@@ -87,9 +88,9 @@ def decode_argv(path: Path, ffmpeg: FfmpegInfo) -> list[str]:
     ]
 
 
-def decode(path: Path, *, ffmpeg: FfmpegInfo, timeout: float) -> Decoded:
-    """Decode the whole first audio stream; raises ``FfmpegError`` if ffmpeg itself fails."""
-    text = run(decode_argv(path, ffmpeg), timeout=timeout).stderr.decode(errors="replace")
+def decode(path: Path, *, demuxer: str, ffmpeg: FfmpegInfo, timeout: float, max_seconds: float) -> Decoded:
+    """Decode the first audio stream (at most ``max_seconds``); raises ``FfmpegError`` if ffmpeg fails."""
+    text = run(decode_argv(path, ffmpeg, demuxer, max_seconds), timeout=timeout).stderr.decode(errors="replace")
     return parse_decode_log(text)
 
 

@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING
 
 from ingest.errors import NOT_A_FILE, NOT_FOUND, SYMLINK_OUTSIDE_INPUT, UNREADABLE
 from ingest.identity import quarantine_id
+from ingest.names import printable
 from tonearm.model import JobError
 from tonearm.storage import write_json_atomic
 
@@ -57,13 +58,14 @@ class Item:
 
         assert self.error is not None
         reason = {
-            "source": str(self.path), "source_name": self.path.name, **dataclasses.asdict(self.error),
+            "source": printable(self.path), "source_name": printable(self.path.name),
+            **dataclasses.asdict(self.error),
             "at": time.time(), "bytes_kept": False,
         }
         folder = ctx.storage.root / "quarantine" / self.error.details["quarantine_id"]
         write_json_atomic(folder / "reason.json", reason)
-        log.info("rejected %s: %s (%s)", self.path, self.error.code, self.error.message)  # the CLI prints it
-        return JobResult(source=str(self.path), outcome=Outcome.QUARANTINED, error=self.error)
+        log.info("rejected %s: %s (%s)", printable(self.path), self.error.code, self.error.message)
+        return JobResult(source=printable(self.path), outcome=Outcome.QUARANTINED, error=self.error)
 
 
 def _reject(path: Path, code: str, message: str, **details: object) -> Item:
@@ -72,7 +74,7 @@ def _reject(path: Path, code: str, message: str, **details: object) -> Item:
 
 
 def _special(path: Path, st: os.stat_result) -> Item:
-    return _reject(path, NOT_A_FILE, f"{path} is not a regular file", mode=stat.filemode(st.st_mode))
+    return _reject(path, NOT_A_FILE, f"{printable(path)} is not a regular file", mode=stat.filemode(st.st_mode))
 
 
 def discover(paths: list[Path]) -> list[Item]:
@@ -89,7 +91,7 @@ def discover(paths: list[Path]) -> list[Item]:
         try:
             st = os.stat(arg)  # follows a symlink given as an argument
         except FileNotFoundError:
-            add(_reject(arg, NOT_FOUND, f"no such file or folder: {arg}"))
+            add(_reject(arg, NOT_FOUND, f"no such file or folder: {printable(arg)}"))
             continue
         except OSError as exc:
             add(Item(arg))  # let content_id report it as unreadable, with the OS's reason
@@ -110,7 +112,7 @@ def _walk(folder: Path, root: Path, arg: Path) -> list[Item]:
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:  # an unlistable folder: report it instead of silently skipping its files
-        return [Item(folder, JobError(code=UNREADABLE, message=f"cannot list {folder}: {exc.strerror}",
+        return [Item(folder, JobError(code=UNREADABLE, message=f"cannot list {printable(folder)}: {exc.strerror}",
                                       details={"quarantine_id": quarantine_id(folder), "errno": exc.errno}))]
     for entry in entries:
         if entry.name.startswith("."):
@@ -119,11 +121,10 @@ def _walk(folder: Path, root: Path, arg: Path) -> list[Item]:
         if entry.is_symlink():
             target = Path(os.path.realpath(path))
             if target != root and root not in target.parents:
-                out.append(_reject(path, SYMLINK_OUTSIDE_INPUT,
-                                   f"{path} is a symlink leading outside the input folder {arg}; not followed",
-                                   input_folder=str(arg)))
+                out.append(_reject(path, SYMLINK_OUTSIDE_INPUT, f"{printable(path)} is a symlink leading outside "
+                                   f"the input folder {printable(arg)}; not followed", input_folder=printable(arg)))
             elif not target.exists():
-                out.append(_reject(path, NOT_FOUND, f"{path} is a dangling symlink"))
+                out.append(_reject(path, NOT_FOUND, f"{printable(path)} is a dangling symlink"))
             elif target.is_file():
                 out.append(Item(path))
             elif not target.is_dir():

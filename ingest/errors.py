@@ -15,7 +15,10 @@ code                     meaning
 ``unreadable``           the OS refused to open or read the file (permissions, I/O error)
 ``empty_file``           zero bytes
 ``too_large``            bigger than the configured maximum (``[ingest] max_bytes``)
-``not_audio``            no demuxer recognises the bytes (random data, text, ...)
+``too_long``             longer than ``[ingest] max_duration`` (or ``max_samples`` for many
+                         channels at high rates), by its header or by decoding
+``not_audio``            not one of the accepted containers (``ingest.formats``): random data,
+                         text, playlists (HLS, DASH, ffconcat), ...
 ``no_audio_stream``      a recognised container without any audio stream (video-only)
 ``unsupported_channels`` fewer than 1 or more than 8 channels
 ``unsupported_sample_rate`` sample rate outside 8,000-192,000 Hz
@@ -47,6 +50,7 @@ NOT_A_FILE = "not_a_file"
 UNREADABLE = "unreadable"
 EMPTY_FILE = "empty_file"
 TOO_LARGE = "too_large"
+TOO_LONG = "too_long"
 NOT_AUDIO = "not_audio"
 NO_AUDIO_STREAM = "no_audio_stream"
 UNSUPPORTED_CHANNELS = "unsupported_channels"
@@ -62,7 +66,7 @@ FFMPEG_FAILED = "ffmpeg_failed"
 ERROR_CODES: tuple[str, ...] = (
     NOT_FOUND, SYMLINK_OUTSIDE_INPUT, NOT_A_FILE, UNREADABLE, EMPTY_FILE, TOO_LARGE, NOT_AUDIO,
     NO_AUDIO_STREAM, UNSUPPORTED_CHANNELS, UNSUPPORTED_SAMPLE_RATE, DECODE_ERROR, TRUNCATED,
-    DURATION_MISMATCH, ZERO_DURATION, FFMPEG_NOT_FOUND, FFMPEG_TIMEOUT, FFMPEG_FAILED,
+    DURATION_MISMATCH, ZERO_DURATION, FFMPEG_NOT_FOUND, FFMPEG_TIMEOUT, FFMPEG_FAILED, TOO_LONG,
 )
 
 

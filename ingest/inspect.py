@@ -1,8 +1,11 @@
 """Validate one master and describe it, or reject it with a stable code.
 
-Order: probe the container (cheap, in-process), check channels and rate,
-walk a WAV's chunks, then decode every sample once while measuring loudness,
-and compare what decoded with what the header promised.
+Order: decide the container from its magic bytes (an allowlist, before any
+demuxer runs: ``ingest.formats``), probe it with that demuxer forced (cheap,
+in-process), check channels, rate and the header's length against the limits,
+walk a WAV's chunks, then decode every sample once (stopping past the length
+limit) while measuring loudness, and compare what decoded with what the
+header promised.
 
 Duration tolerance.  Lossless codecs (PCM, FLAC, ALAC, ...) state their exact
 sample count, so decoded and header length must agree to within 1 ms.  Lossy
@@ -32,13 +35,15 @@ from pathlib import Path
 
 from ingest.decode import Decoded, decode, parse_decode_log
 from ingest.errors import (
-    DECODE_ERROR, DURATION_MISMATCH, FFMPEG_FAILED, FFMPEG_TIMEOUT, NOT_AUDIO, TRUNCATED, UNSUPPORTED_CHANNELS,
-    UNSUPPORTED_SAMPLE_RATE, ZERO_DURATION, reject,
+    DECODE_ERROR, DURATION_MISMATCH, FFMPEG_FAILED, FFMPEG_TIMEOUT, NOT_AUDIO, TOO_LONG, TRUNCATED,
+    UNSUPPORTED_CHANNELS, UNSUPPORTED_SAMPLE_RATE, ZERO_DURATION, reject,
 )
+from ingest.formats import CONTAINERS, Container, sniff
 from ingest.ogg import ends_with_eos
 from ingest.probe import probe
 from ingest.riff import read_wav_layout
 from ingest.tags import read_tags
+from tonearm.config import IngestConfig
 from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
 from tonearm.model import Loudness, MasterInfo
 
@@ -67,11 +72,27 @@ def tolerance_s(codec: str, header_s: float) -> float:
     return LOSSY_TOLERANCE_S + LOSSY_TOLERANCE_FRACTION * header_s
 
 
-def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) -> MasterInfo:
+def allowed_container(path: Path) -> Container:
+    """The container from the allowlist (``ingest.formats``) the bytes are, or ``not_audio``: no demuxer runs first."""
+    with open(path, "rb") as f:
+        found = sniff(f)
+    if found is None:
+        raise reject(NOT_AUDIO, "not an audio container tonearm accepts (" + ", ".join(CONTAINERS) + ")")
+    return found
+
+
+def max_decode_seconds(limits: IngestConfig, channels: int, sample_rate: int) -> float:
+    """The longest audio a master may have: ``max_duration``, less for many channels at high rates."""
+    return min(limits.max_duration, limits.max_samples / (channels * sample_rate))
+
+
+def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float, source_name: str | None = None,
+            limits: IngestConfig = IngestConfig()) -> MasterInfo:
     """Everything ingest checks about one master; raises ``Rejected`` with a code from ``ingest.errors``."""
     path = Path(path)
     size = os.stat(path).st_size
-    pr = probe(path, ffmpeg=ffmpeg, timeout=timeout)
+    allowed = allowed_container(path)
+    pr = probe(path, allowed, ffmpeg=ffmpeg, timeout=timeout)
     where = {"container": pr.container, "codec": pr.codec}
     if pr.channels == 0 or pr.sample_rate == 0:  # a demuxer guessed from the name, no real stream
         raise reject(NOT_AUDIO, "no audio stream parameters could be read; not a recognised audio file", **where)
@@ -98,10 +119,20 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) ->
         elif wav.header_frames is not None and wav.sample_rate:
             header_s, header_is_ours = wav.header_frames / wav.sample_rate, True
 
-    dec = _decode(path, ffmpeg, timeout, where)
+    longest = max_decode_seconds(limits, pr.channels, pr.sample_rate)
+    if header_s is not None and header_s > longest:
+        raise reject(TOO_LONG, f"the header states {header_s:.1f} s; masters of {pr.channels} channel(s) at "
+                     f"{pr.sample_rate} Hz may last at most {longest:.1f} s",
+                     header_s=round(header_s, 6), max_s=round(longest, 6), **where)
+    # Decoding stops just past the limit, so a header that understates the length costs no more CPU.
+    dec = _decode(path, allowed.demuxer, ffmpeg, timeout, longest + 1.0, where)
     if dec.duration_estimated and not header_is_ours:
         header_s = None
     decoded_s = dec.samples / pr.sample_rate
+    if decoded_s > longest:
+        raise reject(TOO_LONG, f"more than {longest:.1f} s of audio decode (the limit for {pr.channels} "
+                     f"channel(s) at {pr.sample_rate} Hz); decoding was stopped there",
+                     decoded_s=round(decoded_s, 6), max_s=round(longest, 6), **where)
     errors = dec.errors[:MAX_ERRORS_KEPT]
     timing = {"decoded_s": round(decoded_s, 6), "header_s": None if header_s is None else round(header_s, 6),
               "decoded_samples": dec.samples, **where}
@@ -124,13 +155,14 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) ->
         raise reject(DURATION_MISMATCH, f"{decoded_s:.3f} s decode but the header states {header_s:.3f} s",
                      tolerance_s=tol, **timing)
 
-    tags, artwork = read_tags(path, riff_info)
+    tags, artwork = read_tags(path, riff_info, max_read=limits.max_tag_bytes, max_artwork=limits.max_artwork_bytes)
     bits = dec.summary.bits_per_sample if dec.summary and dec.summary.bits_per_sample else pr.bits_per_sample
     return MasterInfo(
         asset_id=asset_id,
-        source_name=path.name,
+        source_name=path.name if source_name is None else source_name,
         size=size,
         container=pr.container,
+        demuxer=allowed.demuxer,
         codec=pr.codec,
         sample_rate=pr.sample_rate,
         channels=pr.channels,
@@ -152,9 +184,10 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float) ->
     )
 
 
-def _decode(path: Path, ffmpeg: FfmpegInfo, timeout: float, where: dict[str, str]) -> Decoded:
+def _decode(path: Path, demuxer: str, ffmpeg: FfmpegInfo, timeout: float, max_seconds: float,
+            where: dict[str, str]) -> Decoded:
     try:
-        return decode(path, ffmpeg=ffmpeg, timeout=timeout)
+        return decode(path, demuxer=demuxer, ffmpeg=ffmpeg, timeout=timeout, max_seconds=max_seconds)
     except FfmpegTimeout as exc:
         raise reject(FFMPEG_TIMEOUT, f"decoding did not finish within {timeout:.0f} s", **where) from exc
     except FfmpegError as exc:  # ffmpeg gives up when too many packets fail (-max_error_rate)

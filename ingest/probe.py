@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ingest.errors import FFMPEG_TIMEOUT, NO_AUDIO_STREAM, NOT_AUDIO, TRUNCATED, reject
-from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout, run
+from ingest.formats import Container
+from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout, master_input, master_open_options, run
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -28,51 +29,34 @@ class Probe:
     has_video: bool
 
 
-def ffmpeg_url(path: Path) -> str:
-    """``file:`` plus an absolute path: never an option, never another protocol."""
-    return "file:" + str(Path(path).absolute())
-
-
-def probe(path: Path, *, ffmpeg: FfmpegInfo, timeout: float) -> Probe:
+def probe(path: Path, container: Container, *, ffmpeg: FfmpegInfo, timeout: float) -> Probe:
+    """Open ``path`` with the demuxer ``container`` names (never a probed one) and describe it."""
     try:
         import av  # noqa: F401
     except ImportError:
-        return probe_with_ffmpeg(path, ffmpeg=ffmpeg, timeout=timeout)
-    return probe_with_pyav(path)
+        return probe_with_ffmpeg(path, container, ffmpeg=ffmpeg, timeout=timeout)
+    return probe_with_pyav(path, container)
 
 
-_MAGIC = (b"OggS", b"fLaC", b"RIFF", b"RF64", b"BW64", b"FORM", b"ID3", b"caff")
-
-
-def _has_audio_magic(path: Path) -> bool:
-    """Does the file start like one of the containers we accept (MP4 has ``ftyp`` at offset 4)?"""
-    with open(path, "rb") as f:
-        head = f.read(12)
-    return head.startswith(_MAGIC) or head[4:8] == b"ftyp"
-
-
-def probe_with_pyav(path: Path) -> Probe:
+def probe_with_pyav(path: Path, allowed: Container) -> Probe:
     import av
 
     try:
-        container = av.open(str(Path(path).absolute()), mode="r")
-    except av.error.EOFError as exc:
-        if _has_audio_magic(path):  # a real container whose bytes end before its headers do
-            raise reject(TRUNCATED, "the file ends inside its container headers; it looks cut off",
-                         ffmpeg_error=str(exc)) from None
-        raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
-    except (av.FFmpegError, UnicodeDecodeError) as exc:
-        if _has_audio_magic(path):  # e.g. an MP4 cut before its moov index, which ffmpeg writes last
-            raise reject(NOT_AUDIO, "the container is unreadable (damaged, or cut off before its index)",
-                         ffmpeg_error=str(exc)) from None
-        raise reject(NOT_AUDIO, "not a recognised audio container", ffmpeg_error=str(exc)) from None
+        container = av.open(str(Path(path).absolute()), mode="r", format=allowed.demuxer,
+                            options=master_open_options())
+    except av.error.EOFError as exc:  # a real container whose bytes end before its headers do
+        raise reject(TRUNCATED, "the file ends inside its container headers; it looks cut off",
+                     ffmpeg_error=str(exc)) from None
+    except (av.FFmpegError, UnicodeDecodeError) as exc:  # e.g. an MP4 cut before its moov index
+        raise reject(NOT_AUDIO, f"the {allowed.name} container is unreadable (damaged, or cut off before "
+                     "its index)", ffmpeg_error=str(exc)) from None
     with container:
         audio = list(container.streams.audio)
         has_video = any(not (v.disposition & av.stream.Disposition.attached_pic) for v in container.streams.video)
         if not audio:
             kinds = sorted({s.type for s in container.streams})
-            raise reject(NO_AUDIO_STREAM, f"{container.format.name} container has no audio stream",
-                         container=container.format.name, streams=kinds)
+            raise reject(NO_AUDIO_STREAM, f"{allowed.reported} container has no audio stream",
+                         container=allowed.reported, streams=kinds)
         st = audio[0]
         ctx = st.codec_context
         header = None
@@ -86,7 +70,7 @@ def probe_with_pyav(path: Path) -> Probe:
         bits = (ctx.format.bits or None) if lossless and ctx.format else None
         layout = _named_layout(ctx.layout.name if ctx.layout else None)
         return Probe(
-            container=container.format.name,
+            container=allowed.reported,  # PyAV names a forced format by the name it was given ("mov")
             codec=ctx.codec.canonical_name,  # "mp3", not the decoder's name "mp3float"
             sample_rate=int(ctx.sample_rate or 0),
             channels=int(ctx.channels or 0),
@@ -116,9 +100,9 @@ _DURATION_RE = re.compile(r"Duration: (?P<h>\d+):(?P<m>\d\d):(?P<s>\d\d(?:\.\d+)
 _STREAM_RE = re.compile(r"Stream #0:\d+(?:\[\w+\])?(?:\(\w+\))?: (?P<kind>Audio|Video|Data|Subtitle): (?P<rest>.*)")
 
 
-def probe_with_ffmpeg(path: Path, *, ffmpeg: FfmpegInfo, timeout: float) -> Probe:
+def probe_with_ffmpeg(path: Path, allowed: Container, *, ffmpeg: FfmpegInfo, timeout: float) -> Probe:
     """Parse ``ffmpeg -i``'s stream summary (the fallback when PyAV is missing)."""
-    argv = [ffmpeg.path, "-nostdin", "-hide_banner", "-i", ffmpeg_url(path)]
+    argv = [ffmpeg.path, "-nostdin", "-hide_banner", *master_input(allowed.demuxer, path)]
     try:
         text = run(argv, timeout=timeout).stderr.decode(errors="replace")
     except FfmpegTimeout as exc:

@@ -5,16 +5,23 @@ is the one place that maps them.  Artwork is the front cover (picture type 3)
 when there is one, else the first picture; its MIME type comes from the
 image's magic bytes because declared types are often wrong ("image/jpg").
 Unreadable tags never reject a master: the audio is what is validated.
+
+Bounds: mutagen reads through :class:`_BoundedReader`, which refuses to read
+more than ``max_read`` bytes in all (a 2 GiB "picture" is never loaded), so
+a master whose tags need more is published without tags; a picture over
+``max_artwork`` bytes is not taken as artwork; each text value is cut to
+``MAX_TAG_CHARS`` characters.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import mutagen
 from mutagen.flac import Picture
@@ -32,9 +39,46 @@ _MAGIC = ((b"\x89PNG\r\n\x1a\n", "image/png"), (b"\xff\xd8\xff", "image/jpeg"), 
           (b"BM", "image/bmp"))
 
 
-def read_tags(path: Path, riff_info: dict[str, str] | None = None) -> tuple[Tags, Artwork | None]:
+MAX_TAG_CHARS = 1024
+DEFAULT_MAX_READ = 64 << 20
+DEFAULT_MAX_ARTWORK = 16 << 20
+
+
+class TagsTooLarge(Exception):
+    """The tags would need more bytes than the bound allows."""
+
+
+class _BoundedReader(io.RawIOBase):
+    """A read-only file that raises once more than ``budget`` bytes have been asked for in all."""
+
+    def __init__(self, f: BinaryIO, budget: int, name: str) -> None:
+        self._f, self._left, self.name = f, budget, name
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._f.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def readinto(self, b: Any) -> int:
+        if len(b) > self._left:
+            raise TagsTooLarge(f"reading the tags needs more than the {self._left}-byte budget left")
+        n = self._f.readinto(b)
+        self._left -= n or 0
+        return n or 0
+
+
+def read_tags(path: Path, riff_info: dict[str, str] | None = None, *, max_read: int = DEFAULT_MAX_READ,
+              max_artwork: int = DEFAULT_MAX_ARTWORK) -> tuple[Tags, Artwork | None]:
     try:
-        f = mutagen.File(path)
+        with open(path, "rb") as raw:
+            f = mutagen.File(io.BufferedReader(_BoundedReader(raw, max_read, str(path)), 65536))
     except Exception as exc:  # mutagen raises many types on odd files; tags are optional
         log.info("tags of %s unreadable: %s", path, exc)
         f = None
@@ -66,7 +110,7 @@ def read_tags(path: Path, riff_info: dict[str, str] | None = None) -> tuple[Tags
     for key, value in (riff_info or {}).items():  # WAV LIST/INFO, when no ID3 chunk says otherwise
         if not raw.get(key):
             raw[key] = value
-    return _tags(raw), _artwork(pictures)
+    return _tags(raw), _artwork([p for p in pictures if len(p[1]) <= max_artwork])
 
 
 def _id3_text(frame: Any) -> str | None:
@@ -76,7 +120,7 @@ def _id3_text(frame: Any) -> str | None:
 def _clean(value: Any) -> str | None:
     if value is None:
         return None
-    text = str(value).strip()
+    text = str(value).strip()[:MAX_TAG_CHARS]
     return text or None
 
 

@@ -64,7 +64,7 @@ def encode_ladder(folder: Path, *, seconds: float, channels: int = 2, rungs=RUNG
 
 def master_info(seconds: float, channels: int = 2) -> MasterInfo:
     return MasterInfo(
-        asset_id="0" * 64, source_name="generated.flac", size=1, container="flac", codec="flac",
+        asset_id="0" * 64, source_name="generated.flac", size=1, container="flac", demuxer="flac", codec="flac",
         sample_rate=48000, channels=channels, channel_layout=LAYOUT_NAMES[channels], bits_per_sample=16,
         duration_s=seconds, header_duration_s=seconds,
         loudness=Loudness(integrated_lufs=-20.0, loudness_range_lu=1.0, true_peak_dbtp=-3.0),

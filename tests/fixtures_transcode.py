@@ -86,6 +86,7 @@ def master_info(path: Path) -> MasterInfo:
         source_name=path.name,
         size=path.stat().st_size,
         container=probe["format"]["format_name"],
+        demuxer=probe["format"]["format_name"].split(",")[0],  # "mov,mp4,..." -> "mov"
         codec=audio["codec_name"],
         sample_rate=int(audio["sample_rate"]),
         channels=int(audio["channels"]),

@@ -163,7 +163,7 @@ def test_unreadable_file_content_id(open_dir):
 
 
 def test_unreadable_file_through_the_pipeline(open_dir):
-    """The reason is kept even though the bytes cannot be copied; the input is untouched."""
+    """The reason is kept though there are no bytes to keep (none could be read); the input is untouched."""
     path = make(open_dir, "locked", "wav", seconds=1)
     data = open_dir / "data"
     ctx = ctx_for(data)
@@ -180,7 +180,7 @@ def test_unreadable_file_through_the_pipeline(open_dir):
     assert result.outcome is Outcome.QUARANTINED and result.error.code == "unreadable"
     folder = data / "quarantine" / quarantine_id(path)
     reason = json.loads((folder / "reason.json").read_text())
-    assert reason["code"] == "unreadable" and "copy_error" in reason
+    assert reason["code"] == "unreadable" and reason["bytes_kept"] is False
     assert not (folder / "master.bin").exists()
     assert path.read_bytes() == before
 

@@ -16,6 +16,7 @@ import pytest
 
 from fixtures_ingest import FORMATS, LOSSY, TEST_TAGS, ffmpeg, make, sine_source, tag_with_mutagen
 from ingest import content_id, inspect
+from ingest.inspect import allowed_container
 from ingest.probe import probe_with_ffmpeg, probe_with_pyav
 from tonearm.demo import cover_png
 from tonearm.ffmpeg import locate
@@ -176,7 +177,8 @@ def test_wav_info_chunk_tags(tmp_path, ff):
 def test_ffmpeg_fallback_probe_agrees_with_pyav(tmp_path, ff, fmt):
     """Without PyAV the probe parses ``ffmpeg -i``; both must describe a file the same way."""
     path = make(tmp_path, f"p_{fmt}", fmt, layout="5.1" if fmt == "flac" else "stereo", seconds=2)
-    a, b = probe_with_pyav(path), probe_with_ffmpeg(path, ffmpeg=ff, timeout=60)
+    allowed = allowed_container(path)
+    a, b = probe_with_pyav(path, allowed), probe_with_ffmpeg(path, allowed, ffmpeg=ff, timeout=60)
     assert (a.container, a.codec, a.sample_rate, a.channels, a.channel_layout, a.has_video) == (
         b.container, b.codec, b.sample_rate, b.channels, b.channel_layout, b.has_video)
     # ffmpeg prints the container duration in centiseconds; for MP3 it includes encoder padding

@@ -52,6 +52,12 @@ class StorageConfig:
 @dataclass(frozen=True, kw_only=True)
 class IngestConfig:
     max_bytes: int = 32 << 30  # larger masters are rejected as too_large (an hour of 8ch/192k/24-bit is ~16.6 GB)
+    max_duration: float = 4 * 3600.0  # seconds; longer masters are too_long (header checked, decode stopped)
+    # channels x rate x seconds: what decoding costs; 4 h of stereo 192 kHz, or 1 h of 8 channels at 192 kHz
+    max_samples: int = 4 * 3600 * 192_000 * 2
+    max_tag_bytes: int = 64 << 20  # bytes the tag reader may read; past it a master is published without tags
+    max_artwork_bytes: int = 16 << 20  # a bigger embedded picture is not taken as artwork
+    lease_s: float = 60.0  # catalog lease of a job, renewed every third of it while the job runs
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,8 +93,15 @@ class OriginConfig:
     signing_key: str = ""  # empty: signed URLs disabled
     require_signed: bool = False
     cache_mb: int = 256  # in-process cache of file bytes (segments, init, manifests), LRU by bytes
-    cors_origins: tuple[str, ...] = ("*",)  # Access-Control-Allow-Origin: "*" or these exact origins
+    cors_origins: tuple[str, ...] = ("*",)  # media and manifests: Access-Control-Allow-Origin "*" or these origins
     access_log: str = "-"  # JSON lines: "-" stderr, "" off, else a file path
+    catalog: str = "public"  # /api/*: "public" (published assets, never a token), "key" (bearer key), "off" (404)
+    catalog_key: str = ""  # catalog = "key": the secret sent as "Authorization: Bearer <key>"
+    api_cors_origins: tuple[str, ...] = ()  # /api/*: CORS origins of their own; empty: no CORS headers there
+    allow_private_network: bool = False  # answer Private Network Access preflights with Allow-Private-Network
+    keepalive_timeout: float = 75.0  # seconds an idle keep-alive connection stays open (nginx keepalive_timeout)
+    header_timeout: float = 60.0  # seconds a new connection has to send its request headers (client_header_timeout)
+    max_connections: int = 4096  # per worker; past it the rest wait in the kernel's backlog
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -127,7 +140,9 @@ def _coerce(section: str, name: str, value: Any, default: Any) -> Any:
         if isinstance(default, Path):
             return Path(value)
         if isinstance(default, tuple):
-            return tuple(value.split(",")) if isinstance(value, str) else tuple(value)
+            if isinstance(value, str):  # "a, b" from the environment; "" is the empty list
+                return tuple(v.strip() for v in value.split(",") if v.strip())
+            return tuple(value)
         return type(default)(value)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"{where}: cannot use {value!r} ({exc})") from None
@@ -206,11 +221,40 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("[storage] s3_bucket: required when backend = 's3'")
     if cfg.origin.require_signed and not cfg.origin.signing_key:
         raise ConfigError("[origin] require_signed needs signing_key (or TONEARM_SIGNING_KEY)")
-    if cfg.ingest.max_bytes <= 0:
-        raise ConfigError("[ingest] max_bytes: must be > 0")
+    _validate_origin(cfg.origin)
+    for name in ("max_bytes", "max_duration", "max_samples", "max_tag_bytes", "max_artwork_bytes", "lease_s"):
+        if getattr(cfg.ingest, name) <= 0:
+            raise ConfigError(f"[ingest] {name}: must be > 0")
     if cfg.ffmpeg.timeout <= 0:
         raise ConfigError("[ffmpeg] timeout: must be > 0 seconds")
     return cfg
+
+
+MIN_SECRET_LENGTH = 32  # characters of a signing or catalog key: a short secret is guessed offline from one token
+
+
+def _validate_origin(o: OriginConfig) -> None:
+    if o.signing_key and len(o.signing_key) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"[origin] signing_key (or TONEARM_SIGNING_KEY): use at least {MIN_SECRET_LENGTH} characters, got "
+            f"{len(o.signing_key)}; e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    if o.catalog not in {"public", "key", "off"}:
+        raise ConfigError(f"[origin] catalog: {o.catalog!r} is not 'public', 'key' or 'off'")
+    if o.catalog == "key" and len(o.catalog_key) < MIN_SECRET_LENGTH:
+        raise ConfigError(
+            f"[origin] catalog_key: catalog = 'key' needs a key of at least {MIN_SECRET_LENGTH} characters, got "
+            f"{len(o.catalog_key)}; e.g. the output of: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+    for name in ("cors_origins", "api_cors_origins"):
+        for value in getattr(o, name):
+            if value != "*" and not (value.startswith(("http://", "https://")) and value.count("/") == 2):
+                raise ConfigError(f"[origin] {name}: {value!r} is not '*' or an origin like 'https://player.example'")
+    for name in ("keepalive_timeout", "header_timeout"):
+        if not 0 < getattr(o, name) <= 86400:
+            raise ConfigError(f"[origin] {name}: must be > 0 and at most 86400 seconds")
+    if o.max_connections < 1:
+        raise ConfigError("[origin] max_connections: must be at least 1")
 
 
 def load(

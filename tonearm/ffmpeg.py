@@ -24,6 +24,22 @@ from typing import Sequence
 log = logging.getLogger("tonearm.ffmpeg")
 
 NEEDED_ENCODERS = ("aac", "libopus", "flac")
+# The only protocol an open of a master may use: a demuxer must never reach another file's URL.
+MASTER_PROTOCOLS = "file"
+
+
+def master_input(demuxer: str, path: "os.PathLike[str] | str") -> list[str]:
+    """ffmpeg input arguments for a master: its demuxer forced (never probed), ``file:`` only.
+
+    ``demuxer`` is what ingest decided from the file's magic bytes (``ingest.formats``); a forced
+    demuxer cannot turn into the HLS or concat demuxer that would open other files.
+    """
+    return ["-protocol_whitelist", MASTER_PROTOCOLS, "-f", demuxer, "-i", "file:" + os.path.abspath(path)]
+
+
+def master_open_options() -> dict[str, str]:
+    """The same rule for ``av.open(path, format=demuxer, options=...)``."""
+    return {"protocol_whitelist": MASTER_PROTOCOLS}
 
 
 class FfmpegError(RuntimeError):

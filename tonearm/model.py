@@ -61,6 +61,7 @@ class MasterInfo:
     source_name: str  # original file name, for people only
     size: int
     container: str  # ffmpeg format name, e.g. "flac", "wav", "mov,mp4,m4a,3gp,3g2,mj2"
+    demuxer: str  # the ffmpeg demuxer every open of this master forces (ingest.formats decided it)
     codec: str  # ffmpeg codec name of the audio stream
     sample_rate: int
     channels: int

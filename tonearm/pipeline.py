@@ -14,14 +14,16 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import errno
 import logging
+import re
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tonearm.catalog import Catalog, Claim
+from tonearm.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.config import Config
 from tonearm.ffmpeg import FfmpegError, locate
 from tonearm.model import AssetState, JobError, MasterInfo
@@ -76,48 +78,92 @@ class Context:
 
 
 def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult:
-    """Ingest one master and publish it, or quarantine it with a reason."""
-    from ingest import Rejected, content_id, inspect  # stages are imported where they are used
+    """Ingest one master and publish it, or quarantine it with a reason.
+
+    The master is copied into storage as it is hashed (one read of one open file), and every later
+    stage reads only that copy: what is published is always the audio of the bytes that were hashed.
+    """
+    from ingest import Rejected, content_id  # stages are imported where they are used
+    from ingest.names import printable
 
     t0 = time.monotonic()
-    source = str(path)
+    source = printable(path)
+    sink, received = ctx.storage.receive_master()
     try:
-        asset_id = content_id(path, max_bytes=ctx.cfg.ingest.max_bytes)
-    except Rejected as rej:
-        return _quarantine(ctx, path, None, rej.error, t0)
+        try:
+            with sink:
+                asset_id = content_id(path, max_bytes=ctx.cfg.ingest.max_bytes, copy_to=sink)
+        except Rejected as rej:
+            return _quarantine(ctx, source, None, None, rej.error, t0)
+        except OSError as exc:  # writing our copy failed: the input is fine, our disk is not
+            return _failed(ctx, source, None, _disk_error(exc, received), t0)
+        owner, lease_s = default_owner(), ctx.cfg.ingest.lease_s
+        claim = ctx.catalog.claim(asset_id, printable(path.name), owner=owner, lease_s=lease_s)
+        deadline = time.monotonic() + wait_busy
+        while claim is Claim.BUSY and time.monotonic() < deadline:
+            time.sleep(0.5)  # another worker is on the same bytes: wait for its result
+            claim = ctx.catalog.claim(asset_id, printable(path.name), owner=owner, lease_s=lease_s)
+        if claim is not Claim.CLAIMED:
+            return _existing(ctx, source, asset_id, t0)
+        with LeaseKeeper(ctx.catalog, asset_id, owner=owner, lease_s=lease_s) as lease:
+            return _claimed(ctx, path, source, received, asset_id, lease, t0)
+    finally:
+        received.unlink(missing_ok=True)
 
-    claim = ctx.catalog.claim(asset_id, path.name)
-    deadline = time.monotonic() + wait_busy
-    while claim is Claim.BUSY and time.monotonic() < deadline:
-        time.sleep(0.5)  # another worker is on the same bytes: wait for its result
-        claim = ctx.catalog.claim(asset_id, path.name)
-    if claim is not Claim.CLAIMED:
-        return _existing(ctx, source, asset_id, t0)
+
+def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: str, lease: LeaseKeeper,
+             t0: float) -> JobResult:
+    """Validate our copy, keep it, build and publish the asset, all under a live lease."""
+    from ingest import Rejected, inspect
+    from ingest.names import printable
 
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
         try:
-            info = inspect(path, asset_id=asset_id, ffmpeg=ffmpeg, timeout=ctx.cfg.ffmpeg.timeout)
+            info = inspect(received, asset_id=asset_id, source_name=printable(path.name), ffmpeg=ffmpeg,
+                           timeout=ctx.cfg.ffmpeg.timeout, limits=ctx.cfg.ingest)
         except Rejected as rej:
-            return _quarantine(ctx, path, asset_id, rej.error, t0)
-        stored = ctx.storage.store_master(path, asset_id, path.suffix.lower())
+            return _quarantine(ctx, source, received, asset_id, rej.error, t0)
+        stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
         ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
-        descriptor = _build(ctx, stored, info, ffmpeg)
+        descriptor = _build(ctx, stored, info, ffmpeg, lease)
         ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
         return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
                          seconds=time.monotonic() - t0)
+    except LeaseLost as exc:  # another worker owns the asset now: leave its state alone
+        err = JobError(code=exc.code, message=str(exc))
+        return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
+                         seconds=time.monotonic() - t0)
     except FfmpegError as exc:
         err = JobError(code=exc.code, message=str(exc), details={"stderr_tail": exc.tail()})
+    except OSError as exc:
+        err = _disk_error(exc, None)
     except Exception as exc:  # a job failure must be recorded, never lost in a traceback
         log.exception("job failed for %s", source)
         err = JobError(code="internal_error", message=f"{type(exc).__name__}: {exc}")
-    ctx.catalog.set_state(asset_id, AssetState.FAILED, error=dataclasses.asdict(err))
-    return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
-                     seconds=time.monotonic() - t0)
+    return _failed(ctx, source, asset_id, err, t0)
 
 
-def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any) -> dict[str, Any]:
-    """Encode, package and write manifests in staging, then publish in one step."""
+def _suffix(path: Path) -> str:
+    """The input's extension for the stored copy, if it is a plain one (the name is not trusted)."""
+    suffix = path.suffix.lower()
+    return suffix if re.fullmatch(r"\.[a-z0-9]{1,8}", suffix) else ".bin"
+
+
+def _disk_error(exc: OSError, where: Path | None) -> JobError:
+    """An OSError of our own storage as a job error that says what to do."""
+    from ingest.names import printable
+
+    name = printable(exc.filename or where or "the data directory")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return JobError(code="disk_full", message=f"no space left writing {name}: free space and ingest again",
+                        details={"errno": exc.errno})
+    return JobError(code="storage_error", message=f"cannot write {name}: {exc.strerror or exc}",
+                    details={"errno": exc.errno})
+
+
+def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper) -> dict[str, Any]:
+    """Encode, package and write manifests in staging, then publish in one step (if the lease still holds)."""
     from manifests import write_manifests
     from packager import package
     from transcode import encode_ladder
@@ -125,10 +171,8 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any) -> dict[st
     cfg = ctx.cfg
     if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update
         return ctx.storage.read_descriptor(info.asset_id) or {}
-    clean = getattr(ctx.storage, "clean_stale_staging", None)
-    if clean:
-        clean(info.asset_id)
-    staging = ctx.storage.new_staging(info.asset_id)
+    ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
+    staging = ctx.storage.new_staging(info.asset_id, lease.owner)
     try:
         ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
         encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
@@ -144,6 +188,7 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any) -> dict[st
             "published_at": time.time(),
         }
         write_json_atomic(staging / DESCRIPTOR, descriptor)
+        lease.check()
         ctx.storage.publish(info.asset_id, staging)
         return descriptor
     finally:
@@ -167,14 +212,25 @@ def master_json(info: MasterInfo) -> dict[str, Any]:
     return dataclasses.asdict(info)
 
 
-def _quarantine(ctx: Context, path: Path, asset_id: str | None, error: JobError, t0: float) -> JobResult:
-    reason = {"source": str(path), "source_name": path.name, **dataclasses.asdict(error), "at": time.time()}
+def _quarantine(ctx: Context, source: str, master: Path | None, asset_id: str | None, error: JobError,
+                t0: float) -> JobResult:
+    """Keep the rejected bytes (our hashed copy, when there is one) and the reason; record the state."""
+    reason = {"source": source, "source_name": source.rsplit("/", 1)[-1], **dataclasses.asdict(error),
+              "at": time.time()}
     key = asset_id or error.details.get("quarantine_id") or "unidentified"
-    folder = ctx.storage.quarantine(path, key, reason)
+    folder = ctx.storage.quarantine(master, key, reason)
     if asset_id:
         ctx.catalog.set_state(asset_id, AssetState.QUARANTINED, error=dataclasses.asdict(error))
-    log.info("quarantined %s: %s (%s) -> %s", path, error.code, error.message, folder)
-    return JobResult(source=str(path), outcome=Outcome.QUARANTINED, asset_id=asset_id, error=error,
+    log.info("quarantined %s: %s (%s) -> %s", source, error.code, error.message, folder)
+    return JobResult(source=source, outcome=Outcome.QUARANTINED, asset_id=asset_id, error=error,
+                     seconds=time.monotonic() - t0)
+
+
+def _failed(ctx: Context, source: str, asset_id: str | None, err: JobError, t0: float) -> JobResult:
+    if asset_id:
+        ctx.catalog.set_state(asset_id, AssetState.FAILED, error=dataclasses.asdict(err))
+    log.warning("failed %s: %s (%s)", source, err.code, err.message)
+    return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
                      seconds=time.monotonic() - t0)
 
 

@@ -16,12 +16,12 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 from tonearm.config import Config, StorageConfig
 from tonearm.storage import DESCRIPTOR, LocalStorage, publish_order
 
-__all__ = ("S3Storage", "make_client", "object_key")
+__all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
 _TYPES = {
     ".m3u8": "application/vnd.apple.mpegurl",
@@ -52,6 +52,12 @@ def object_key(scfg: StorageConfig, asset_id: str, rel: str) -> str:
     return f"{prefix + '/' if prefix else ''}published/{asset_id}/{rel}"
 
 
+def published_prefix(scfg: StorageConfig) -> str:
+    """The key prefix under which every published asset has its ``<asset_id>/`` folder."""
+    prefix = scfg.s3_prefix.strip("/")
+    return f"{prefix + '/' if prefix else ''}published/"
+
+
 class S3Storage:
     """``Storage`` whose published tree lives in a bucket."""
 
@@ -61,17 +67,20 @@ class S3Storage:
         self.root = self.local.root
         self.client = client or make_client(cfg.storage)
 
-    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path:
-        return self.local.store_master(src, asset_id, suffix)
+    def receive_master(self) -> tuple[BinaryIO, Path]:
+        return self.local.receive_master()
 
-    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path:
+    def keep_master(self, received: Path, asset_id: str, suffix: str) -> Path:
+        return self.local.keep_master(received, asset_id, suffix)
+
+    def quarantine(self, src: Path | None, asset_id: str, reason: dict[str, Any]) -> Path:
         return self.local.quarantine(src, asset_id, reason)
 
-    def new_staging(self, asset_id: str) -> Path:
-        return self.local.new_staging(asset_id)
+    def new_staging(self, asset_id: str, owner: str) -> Path:
+        return self.local.new_staging(asset_id, owner)
 
-    def clean_stale_staging(self, asset_id: str) -> None:
-        self.local.clean_stale_staging(asset_id)
+    def clean_stale_staging(self, asset_id: str, is_alive: Callable[[str], bool]) -> None:
+        self.local.clean_stale_staging(asset_id, is_alive)
 
     def publish(self, asset_id: str, staged: Path) -> None:
         if not (staged / DESCRIPTOR).is_file():
@@ -105,3 +114,20 @@ class S3Storage:
                 return None
             raise
         return json.loads(obj["Body"].read())
+
+    def list_published(self, *, page_size: int = 1000) -> list[str]:
+        """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
+        before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
+        base = published_prefix(self.scfg)
+        names = []
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.scfg.s3_bucket, Prefix=base, Delimiter="/", PaginationConfig={"PageSize": page_size})
+        for page in pages:
+            for common in page.get("CommonPrefixes", []):
+                name = common["Prefix"][len(base):].rstrip("/")
+                if name and self.is_published(name):
+                    names.append(name)
+        return sorted(names)
+
+    def descriptor_uri(self, asset_id: str) -> str:
+        return f"s3://{self.scfg.s3_bucket}/{object_key(self.scfg, asset_id, DESCRIPTOR)}"

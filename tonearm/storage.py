@@ -23,7 +23,7 @@ import re
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Callable, Protocol
 
 DESCRIPTOR = "asset.json"
 ASSET_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -48,12 +48,15 @@ def publish_order(files: list[str]) -> list[str]:
 class Storage(Protocol):
     root: Path  # local working area (staging, masters) even when publishing elsewhere
 
-    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path: ...
-    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path: ...
-    def new_staging(self, asset_id: str) -> Path: ...
+    def receive_master(self) -> tuple[BinaryIO, Path]: ...
+    def keep_master(self, received: Path, asset_id: str, suffix: str) -> Path: ...
+    def quarantine(self, src: Path | None, asset_id: str, reason: dict[str, Any]) -> Path: ...
+    def new_staging(self, asset_id: str, owner: str) -> Path: ...
+    def clean_stale_staging(self, asset_id: str, is_alive: Callable[[str], bool]) -> None: ...
     def publish(self, asset_id: str, staged: Path) -> None: ...
     def is_published(self, asset_id: str) -> bool: ...
     def read_descriptor(self, asset_id: str) -> dict[str, Any] | None: ...
+    def list_published(self) -> list[str]: ...  # folder names that hold a descriptor
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -79,6 +82,20 @@ def write_json_atomic(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def _safe_owner(owner: str) -> str:
+    """``host:pid`` as a file-name part, reversibly (hex: host names have dots, the name is split on them)."""
+    return owner.encode()[:100].hex()
+
+
+def _staging_owner(name: str) -> str | None:
+    """The owner of ``<id>.<owner>.<random>``; None for folders without one (older versions, crashed)."""
+    parts = name.split(".")
+    try:
+        return bytes.fromhex(parts[1]).decode() if len(parts) == 3 else None
+    except ValueError:
+        return None
+
+
 class LocalStorage:
     """Everything on one local filesystem under ``root``."""
 
@@ -94,16 +111,29 @@ class LocalStorage:
     def master_path(self, asset_id: str, suffix: str) -> Path:
         return self.root / "masters" / asset_id[:2] / f"{asset_id}{suffix}"
 
-    def store_master(self, src: Path, asset_id: str, suffix: str) -> Path:
+    def receive_master(self) -> tuple[BinaryIO, Path]:
+        """An open, private temp file beside the masters: ingest copies a master into it while hashing."""
+        fd, tmp = tempfile.mkstemp(dir=self.root / "masters", prefix=".incoming-")
+        return os.fdopen(fd, "wb"), Path(tmp)
+
+    def keep_master(self, received: Path, asset_id: str, suffix: str) -> Path:
+        """Move a received copy to ``masters/<id[:2]>/<id><suffix>`` in one rename; a copy already there stays."""
         dst = self.master_path(asset_id, suffix)
-        if not dst.exists():
-            _atomic_copy(src, dst)
+        if dst.exists():
+            received.unlink(missing_ok=True)
+            return dst
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(received, 0o644)
+        os.replace(received, dst)
         return dst
 
-    def quarantine(self, src: Path, asset_id: str, reason: dict[str, Any]) -> Path:
+    def quarantine(self, src: Path | None, asset_id: str, reason: dict[str, Any]) -> Path:
+        """Keep a rejected master's bytes (our hashed copy; ``None``: there are none) with its reason."""
         folder = self.root / "quarantine" / asset_id
         target = folder / "master.bin"
-        if not target.exists():
+        if src is None:
+            reason = {**reason, "bytes_kept": False}
+        elif not target.exists():
             try:
                 _atomic_copy(src, target)
             except OSError as exc:  # unreadable input: keep the reason, say why the bytes are missing
@@ -111,8 +141,9 @@ class LocalStorage:
         write_json_atomic(folder / "reason.json", reason)
         return folder
 
-    def new_staging(self, asset_id: str) -> Path:
-        staged = Path(tempfile.mkdtemp(dir=self.root / "staging", prefix=f"{asset_id}."))
+    def new_staging(self, asset_id: str, owner: str) -> Path:
+        """A fresh ``staging/<id>.<owner>.<random>/``: the owner in the name tells whether its job is alive."""
+        staged = Path(tempfile.mkdtemp(dir=self.root / "staging", prefix=f"{asset_id}.{_safe_owner(owner)}."))
         staged.chmod(0o755)  # mkdtemp makes 0700; the published asset must be world-readable
         return staged
 
@@ -137,10 +168,16 @@ class LocalStorage:
         except FileNotFoundError:
             return None
 
-    def clean_stale_staging(self, asset_id: str) -> None:
-        """Remove leftovers of crashed runs for this asset (called under the catalog lease)."""
+    def list_published(self) -> list[str]:
+        """Names of the folders under published/ that hold a descriptor (not checked to be asset ids)."""
+        return sorted(p.name for p in self.published_root.iterdir() if (p / DESCRIPTOR).is_file())
+
+    def clean_stale_staging(self, asset_id: str, is_alive: Callable[[str], bool]) -> None:
+        """Remove leftovers of crashed runs for this asset; a live owner's staging folder is never touched."""
         for p in (self.root / "staging").glob(f"{asset_id}.*"):
-            shutil.rmtree(p, ignore_errors=True)
+            owner = _staging_owner(p.name)
+            if owner is None or not is_alive(owner):
+                shutil.rmtree(p, ignore_errors=True)
 
 
 def open_storage(cfg: "Config") -> Storage:  # noqa: F821 - imported lazily to keep this module light

@@ -28,7 +28,7 @@ from pathlib import Path
 import ffmpeg as ffmpeg_python
 
 from tonearm.config import LadderConfig
-from tonearm.ffmpeg import FfmpegError, FfmpegInfo, run
+from tonearm.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run
 from tonearm.model import EncodedRendition, MasterInfo, Rung
 from transcode.channels import remix_options, target_channels
 from transcode.resampler import resample_options
@@ -98,8 +98,11 @@ def build_command(
     # resampler rescales the master's timestamps with rounding, which otherwise reaches the
     # encoders as +-1 tick jitter (1023/1025-tick AAC frames in stts) and moves segment
     # boundaries; a master with offset or gappy timestamps also becomes one run from 0.
+    # The master's demuxer is forced and only file: is allowed (tonearm.ffmpeg.master_input's rule), and
+    # reading stops at the validated duration: the encoders never run past what ingest measured.
     resampled = (
-        ffmpeg_python.input(str(master)).audio
+        ffmpeg_python.input("file:" + str(Path(master).absolute()), f=info.demuxer,
+                            protocol_whitelist=MASTER_PROTOCOLS, t=f"{info.duration_s + 1.0:.6f}").audio
         .filter("aresample", **resample_options(ffmpeg.path, ladder.sample_rate, prefer=resampler))
         .filter("asetpts", "N/SR/TB")
     )
