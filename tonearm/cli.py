@@ -1,13 +1,14 @@
-"""The ``tonearm`` command: doctor, ingest, serve, sign, demo, assets.
+"""The ``tonearm`` command: doctor, ingest, serve, sign, demo, assets, catalog rebuild.
 
 Errors a person can fix are printed as one line without a traceback; exit
 codes: 0 all good, 1 some inputs were rejected or failed, 2 usage or
-configuration error.
+configuration error, an unreadable catalog or a full disk.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import itertools
 import json
 import logging
@@ -127,6 +128,22 @@ def cmd_assets(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
+    from tonearm.catalog import rebuild
+    from tonearm.storage import open_storage
+
+    cfg = _config(args)
+    report = rebuild(cfg.catalog_path, open_storage(cfg))
+    if report.moved_aside is not None:
+        print(f"moved the unreadable catalog {report.path} aside to {report.moved_aside} ({report.moved_reason})",
+              flush=True)
+    for where, why in report.skipped:
+        print(f"tonearm: skipped {where}: {why}", file=sys.stderr, flush=True)
+    n = len(report.restored)
+    print(f"restored {n} published asset{'' if n == 1 else 's'} into {report.path}")
+    return 1 if report.skipped else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tonearm", description="Adaptive-bitrate audio pipeline and origin.")
     p.add_argument("--config", help="TOML config file (default: $TONEARM_CONFIG)")
@@ -165,10 +182,17 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--limit", type=int, default=50)
     s.add_argument("--offset", type=int, default=0)
     s.set_defaults(func=cmd_assets)
+
+    s = sub.add_parser("catalog", help="maintain the catalog")
+    catalog = s.add_subparsers(dest="catalog_command", required=True)
+    catalog.add_parser("rebuild", help="recreate the catalog from the published descriptors "
+                       "(an unreadable one is moved aside)").set_defaults(func=cmd_catalog_rebuild)
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from tonearm.catalog import CatalogError, filesystem_of
+
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
@@ -177,6 +201,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.func(args)
     except ConfigError as exc:
         print(f"tonearm: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except CatalogError as exc:  # unreadable or on a full disk: the message names the file and what to do
+        print(f"tonearm: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        where = exc.filename or exc.filename2
+        fs = filesystem_of(where) if where else "the disk holding the data folder"
+        print(f"tonearm: no space left on device{f' writing {where}' if where else ''}: free space on {fs} "
+              "and run again", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("tonearm: interrupted", file=sys.stderr)
