@@ -19,6 +19,7 @@ from typing import Iterator
 
 import pytest
 
+from conftest import mount_tmpfs
 from fixtures_ingest import make
 from tonearm.catalog import Catalog, CatalogError
 from tonearm.model import AssetState
@@ -161,22 +162,6 @@ def test_the_error_survives_pickling(tmp_path):
 # -- full disks ---------------------------------------------------------------------------------------------
 
 
-def _mount_tmpfs(where: Path, options: str) -> bool:
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], capture_output=True)
-    return proc.returncode == 0
-
-
-@pytest.fixture
-def small_fs(tmp_path) -> Iterator[Path]:
-    """A 1 MiB filesystem of its own (tmpfs), unmounted afterwards."""
-    fs = tmp_path / "fs"
-    if not _mount_tmpfs(fs, "size=1m,mode=0755"):
-        pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN); see the max_page_count test")
-    yield fs
-    subprocess.run(["umount", "-l", str(fs)], check=True)
-
-
 def fill(fs: Path) -> None:
     """Write a filler file until the filesystem says ENOSPC."""
     fd = os.open(fs / "filler", os.O_WRONLY | os.O_CREAT, 0o600)
@@ -247,7 +232,7 @@ def test_ingest_with_the_catalog_on_a_full_disk_says_one_line(tmp_path, small_fs
 def test_out_of_inodes_is_a_full_disk_too(tmp_path, masters):
     """ENOSPC from the OS (no inode left to create the catalog's folder or the file)."""
     fs = tmp_path / "fs"
-    if not _mount_tmpfs(fs, "size=1m,nr_inodes=2"):
+    if not mount_tmpfs(fs, "size=1m,nr_inodes=2"):
         pytest.skip("cannot mount a tmpfs here")
     try:
         (fs / "d").mkdir()  # the root took one inode, this the last one

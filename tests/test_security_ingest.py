@@ -319,3 +319,17 @@ def test_names_that_are_not_utf8_or_hold_control_characters_are_reported_escaped
     assert all("\n" not in r["source"] and "\x1b" not in r["source"] for r in records)
     listing = _tonearm(tmp_path / "data", "assets")
     assert listing.returncode == 0 and "\x1b" not in listing.stdout and len(listing.stdout.splitlines()) == 4
+
+
+def test_a_full_disk_fails_the_job_with_one_clear_reason_and_loses_nothing(tmp_path, small_fs):
+    """The masters folder on a 1 MiB filesystem: copying a 3 MB master runs out of space for real."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "masters").symlink_to(small_fs)
+    master = make(tmp_path, "big", "wav", seconds=16)  # ~3 MB of PCM
+    before = master.read_bytes()
+    result = process(ctx_for(data), master)
+    assert result.outcome is Outcome.FAILED and result.error.code == "disk_full", result
+    assert "no space left" in result.error.message and str(small_fs) in result.error.message
+    assert master.read_bytes() == before and list(small_fs.iterdir()) == []  # no partial copy left behind
+    assert published(data) == []

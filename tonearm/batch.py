@@ -16,6 +16,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tonearm.catalog import CatalogError
 from tonearm.config import Config
 from tonearm.model import JobError
 from tonearm.pipeline import Context, JobResult, Outcome, process
@@ -96,6 +97,8 @@ def _result(fut: Future[JobResult], path: Path) -> JobResult:
     """A worker that died (OOM kill, segfault) fails its job with a reason instead of the batch."""
     try:
         return fut.result()
+    except CatalogError:
+        raise  # the shared catalog is unusable: one line from the CLI, not a crash per file
     except Exception as exc:
         err = JobError(code="worker_crashed", message=f"{type(exc).__name__}: {exc}")
         return JobResult(source=str(path), outcome=Outcome.FAILED, error=err)

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tonearm.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
+from tonearm.catalog import (
+    Catalog, CatalogError, Claim, LeaseKeeper, LeaseLost, default_owner, filesystem_of, owner_alive,
+)
 from tonearm.config import Config
 from tonearm.ffmpeg import FfmpegError, locate
 from tonearm.model import AssetState, JobError, MasterInfo
@@ -136,6 +138,8 @@ def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: st
                          seconds=time.monotonic() - t0)
     except FfmpegError as exc:
         err = JobError(code=exc.code, message=str(exc), details={"stderr_tail": exc.tail()})
+    except CatalogError:
+        raise  # the catalog itself is unusable (unreadable, disk full): the CLI prints its one line
     except OSError as exc:
         err = _disk_error(exc, None)
     except Exception as exc:  # a job failure must be recorded, never lost in a traceback
@@ -156,8 +160,9 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
 
     name = printable(exc.filename or where or "the data directory")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return JobError(code="disk_full", message=f"no space left writing {name}: free space and ingest again",
-                        details={"errno": exc.errno})
+        where_fs = filesystem_of(exc.filename or where or ".")
+        return JobError(code="disk_full", message=f"no space left writing {name}: free space on {where_fs} and "
+                        "ingest again", details={"errno": exc.errno})
     return JobError(code="storage_error", message=f"cannot write {name}: {exc.strerror or exc}",
                     details={"errno": exc.errno})
 
