@@ -32,7 +32,7 @@ from tonearm.ffmpeg import FfmpegInfo
 from tonearm.model import Loudness, MasterInfo, Rung
 from transcode import build_command
 from transcode.channels import target_channels
-from transcode.encode import ENCODERS
+from tonearm.core.codecs import codec
 
 TIMEOUT = 1800.0
 
@@ -58,7 +58,7 @@ def _info(m: Master) -> MasterInfo:
 def _floor_encode_argv(ffmpeg: str, pcm: Path, rung: Rung, out: Path) -> list[str]:
     argv = [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-loglevel", "error", "-y", "-i", str(pcm),
             "-map", "0:a", "-map_metadata", "-1", "-fflags", "+bitexact", "-flags:a", "+bitexact",
-            "-c:a", ENCODERS[rung.codec]]
+            "-c:a", codec(rung.codec).encoder]
     if rung.codec == "flac":
         argv += ["-f_strict", "experimental"]
     else:

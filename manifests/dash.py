@@ -21,6 +21,8 @@ from typing import Sequence
 
 from manifests.bandwidth import dash_bandwidth, min_buffer_time
 from manifests.hls import seconds
+from tonearm.core.codecs import CODECS, codec
+from tonearm.core.layouts import SEGMENT_TEMPLATE
 from tonearm.model import MasterInfo, PackagedRendition
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
@@ -28,8 +30,6 @@ PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"
 PROFILE_ON_DEMAND = "urn:mpeg:dash:profile:isoff-on-demand:2011"
 # 23009-1 5.8.5.4: value = number of channels; dash.js and Shaka read it for every audio codec.
 CHANNEL_SCHEME = "urn:mpeg:dash:23003:3:audio_channel_configuration:2011"
-SEGMENT_NAME = "seg-%05d.m4s"  # the packager's segmented-layout names, as a $Number$ template
-_FAMILY_ORDER = {"mp4a": 0, "opus": 1, "fLaC": 2}
 
 
 def duration(value: Fraction) -> str:
@@ -38,7 +38,7 @@ def duration(value: Fraction) -> str:
 
 
 def _family(p: PackagedRendition) -> str:
-    return p.codecs.split(".")[0]
+    return codec(p.rung.codec).family
 
 
 def _timeline(parent: ET.Element, p: PackagedRendition) -> None:
@@ -70,14 +70,14 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
         "minBufferTime": duration(min_buffer),
     })
     period = ET.SubElement(root, "Period", {"id": "0", "start": "PT0S"})
-    key = lambda p: (_FAMILY_ORDER.get(_family(p), 3), _family(p), p.channels)  # noqa: E731
+    key = lambda p: (codec(p.rung.codec).order, _family(p), p.channels)  # noqa: E731
     for set_id, (_, group) in enumerate(itertools.groupby(sorted(renditions, key=key), key=key)):
         reps = sorted(group, key=lambda p: -dash_bandwidth(p, min_buffer))
         boundaries = {tuple((s.start, s.duration) for s in p.segments) for p in reps}
         aligned = "true" if len(boundaries) == 1 else "false"
         # selectionPriority (ISO/IEC 23009-1 5.3.3.2): players pick their first track by it (dash.js's
         # default initial-track mode); AAC plays everywhere, so it leads, then Opus, then lossless.
-        priority = len(_FAMILY_ORDER) + 1 - _FAMILY_ORDER.get(_family(reps[0]), len(_FAMILY_ORDER))
+        priority = len(CODECS) + 1 - codec(reps[0].rung.codec).order
         attrs = {"id": str(set_id), "contentType": "audio", "mimeType": "audio/mp4", "lang": "und",
                  "selectionPriority": str(priority)}
         if layout == "segmented":
@@ -93,12 +93,12 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
                 "audioSamplingRate": str(p.sample_rate),
             })
             if layout == "segmented":
-                if any(s.uri != SEGMENT_NAME % s.index for s in p.segments):
-                    raise ValueError(f"{p.rung.name}: segment names do not follow {SEGMENT_NAME!r}")
+                if any(s.uri != SEGMENT_TEMPLATE % s.index for s in p.segments):
+                    raise ValueError(f"{p.rung.name}: segment names do not follow {SEGMENT_TEMPLATE!r}")
                 tpl = ET.SubElement(rep, "SegmentTemplate", {
                     "timescale": str(p.timescale),
                     "initialization": f"{p.rung.name}/{p.init_uri}",
-                    "media": f"{p.rung.name}/" + SEGMENT_NAME.replace("%05d", "$Number%05d$"),
+                    "media": f"{p.rung.name}/" + SEGMENT_TEMPLATE.replace("%05d", "$Number%05d$"),
                     "startNumber": str(p.segments[0].index),
                 })
                 _timeline(tpl, p)

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
+from tonearm.core.codecs import codec
 from tonearm.model import PackagedRendition
 
 
@@ -59,11 +60,10 @@ def variant_order(renditions: Sequence[PackagedRendition]) -> list[PackagedRendi
     rungs from the highest rate down, then Opus, then lossless last, each
     from the highest rate down.
     """
-    family = {"mp4a": 0, "opus": 1, "fLaC": 2}
-    aac = [p for p in renditions if p.codecs.startswith("mp4a")]
+    aac = [p for p in renditions if p.rung.codec == "aac"]
     first = min(aac, key=lambda p: abs((p.rung.bitrate or 0) - 128_000)) if aac else None
     rest = sorted((p for p in renditions if p is not first),
-                  key=lambda p: (family.get(p.codecs.split(".")[0], 3), -average_bandwidth(p)))
+                  key=lambda p: (codec(p.rung.codec).order, -average_bandwidth(p)))
     return ([first] if first else []) + rest
 
 

@@ -21,6 +21,7 @@ import struct
 from dataclasses import dataclass
 
 from packager.boxes import iter_boxes
+from tonearm.core.codecs import CODECS, codec_of_fourcc
 
 # ISO 14496-3 Table 1.19 channelConfiguration -> channel count (0: defined in the PCE).
 _AAC_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8, 11: 7, 12: 8, 13: 24, 14: 8}
@@ -36,7 +37,7 @@ class AudioEntry:
     codecs: str  # RFC 6381 string for manifests
     channels: int
     sample_rate: int
-    family: str  # "aac" | "opus" | "flac": one DASH AdaptationSet per family
+    family: str  # the codec table's name ("aac", "opus", "flac"): one DASH AdaptationSet per family
 
 
 def describe(entry: bytes) -> AudioEntry:
@@ -61,13 +62,12 @@ def describe(entry: bytes) -> AudioEntry:
         if oti != 0x40:
             raise CodecError(f"mp4a with objectTypeIndication 0x{oti:02x}; only MPEG-4 Audio (0x40) is supported")
         channels = _AAC_CHANNELS.get(chan_cfg, channels)
-        return AudioEntry(fourcc=fourcc, codecs=f"mp4a.40.{aot}", channels=channels,
-                          sample_rate=sample_rate, family="aac")
+        return _entry(fourcc, channels, sample_rate, aot=aot)
     if fourcc == "Opus":
         dops = children.get("dOps")
         if dops is not None:
             channels = dops.data[1]  # OutputChannelCount (Opus in ISOBMFF 4.3.2)
-        return AudioEntry(fourcc=fourcc, codecs="opus", channels=channels, sample_rate=sample_rate, family="opus")
+        return _entry(fourcc, channels, sample_rate)
     if fourcc == "fLaC":
         dfla = children.get("dfLa")
         if dfla is not None and len(dfla.data) >= 4 + 4 + 18:
@@ -75,8 +75,17 @@ def describe(entry: bytes) -> AudioEntry:
             info = bytes(dfla.data[8:26])
             sample_rate = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
             channels = ((info[12] >> 1) & 0x7) + 1
-        return AudioEntry(fourcc=fourcc, codecs="fLaC", channels=channels, sample_rate=sample_rate, family="flac")
-    raise CodecError(f"sample entry {fourcc!r} is not AAC (mp4a), Opus or FLAC (fLaC)")
+        return _entry(fourcc, channels, sample_rate)
+    known = ", ".join(f"{c.name} ({c.fourcc})" for c in CODECS.values())
+    raise CodecError(f"sample entry {fourcc!r} is not one of {known}")
+
+
+def _entry(fourcc: str, channels: int, sample_rate: int, **fields: int) -> AudioEntry:
+    """The entry described with the codec table's CODECS template and family."""
+    found = codec_of_fourcc(fourcc)
+    assert found is not None, fourcc
+    return AudioEntry(fourcc=fourcc, codecs=found.codecs.format(**fields), channels=channels,
+                      sample_rate=sample_rate, family=found.family)
 
 
 def _descriptor(buf: bytes, pos: int) -> tuple[int, int, int]:

@@ -27,6 +27,7 @@ def _config(args: argparse.Namespace, **overrides: dict) -> Config:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
+    from tonearm.core.codecs import needed_encoders
     from tonearm.ffmpeg import FfmpegError, locate
 
     cfg = _config(args)
@@ -37,7 +38,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         return 1
     print(f"ffmpeg: {info.path} ({info.source})")
     print(f"version: {info.version}")
-    for enc in ("aac", "libopus", "flac"):
+    for enc in needed_encoders():
         print(f"encoder {enc}: {'yes' if enc in info.encoders else 'MISSING'}")
     try:
         import av

@@ -21,9 +21,10 @@ import subprocess
 from dataclasses import dataclass
 from typing import Sequence
 
+from tonearm.core.codecs import needed_encoders
+
 log = logging.getLogger("tonearm.ffmpeg")
 
-NEEDED_ENCODERS = ("aac", "libopus", "flac")
 # The only protocol an open of a master may use: a demuxer must never reach another file's URL.
 MASTER_PROTOCOLS = "file"
 
@@ -74,7 +75,7 @@ class FfmpegInfo:
 
     @property
     def missing_encoders(self) -> list[str]:
-        return [e for e in NEEDED_ENCODERS if e not in self.encoders]
+        return [e for e in needed_encoders() if e not in self.encoders]
 
 
 def _candidates(configured: str) -> list[tuple[str, str]]:

@@ -23,9 +23,9 @@ rung forces 2 channels) puts the mono signal on both sides at -3 dB.
 
 from __future__ import annotations
 
+from tonearm.core.codecs import codec
 from tonearm.model import Rung
 
-LOSSY_MAX_CHANNELS = 2
 CENTER_MIX = 0.7071  # -3 dB, ITU-R BS.775 Table 2
 SURROUND_MIX = 0.7071  # -3 dB
 LFE_MIX = 0.0  # the LFE channel is not part of the ITU downmix
@@ -36,9 +36,8 @@ def target_channels(rung: Rung, master_channels: int) -> int:
     """Channel count of ``rung`` for a master with ``master_channels`` channels."""
     if rung.channels:
         return rung.channels
-    if rung.codec == "flac":
-        return master_channels
-    return min(master_channels, LOSSY_MAX_CHANNELS)
+    limit = codec(rung.codec).max_channels  # the codec table's channel rule
+    return master_channels if limit is None else min(master_channels, limit)
 
 
 def layout_name(channels: int) -> str:

@@ -28,6 +28,7 @@ from pathlib import Path
 import ffmpeg as ffmpeg_python
 
 from tonearm.config import LadderConfig
+from tonearm.core.codecs import codec
 from tonearm.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run
 from tonearm.model import EncodedRendition, MasterInfo, Rung
 from transcode.channels import remix_options, target_channels
@@ -35,7 +36,6 @@ from transcode.resampler import resample_options
 
 log = logging.getLogger("tonearm.transcode")
 
-ENCODERS = {"aac": "aac", "opus": "libopus", "flac": "flac"}
 
 
 class MissingEncoder(FfmpegError):
@@ -44,24 +44,13 @@ class MissingEncoder(FfmpegError):
     code = "ffmpeg_missing_encoder"
 
 
-def _codec_options(rung: Rung, info: MasterInfo, channels: int) -> dict[str, object]:
-    opts: dict[str, object] = {"c:a": ENCODERS[rung.codec]}
-    if rung.codec == "flac":
-        # FLAC in MP4 is marked experimental in ffmpeg 5.1's muxer.  f_strict reaches only
-        # the muxer: on the encoder, "experimental" would allow non-streamable 32-bit FLAC.
-        opts["f_strict"] = "experimental"
-        # 3840-sample blocks tile the 15360-sample alignment grid, so lossless segments cut at the
-        # same instants as AAC (1024) and Opus (960); ffmpeg's default 4608 does not.
-        opts["frame_size"] = 3840
-    else:
+def _codec_options(rung: Rung, channels: int) -> dict[str, object]:
+    """Encoder and options from the codec table (``tonearm.core.codecs``)."""
+    entry = codec(rung.codec)
+    opts: dict[str, object] = {"c:a": entry.encoder}
+    if not entry.lossless:
         opts["b:a"] = str(rung.bitrate)
-    if rung.codec == "opus":
-        # Constrained VBR: libopus's free VBR spends 1.5x the nominal rate on tonal music,
-        # which breaks the ladder's ordering and makes BANDWIDTH a poor predictor.
-        opts["vbr"] = "constrained"
-    if rung.codec == "opus" and channels > 2:
-        opts["mapping_family"] = 1  # RFC 7845 5.1.1.2: Vorbis channel order, up to 8 channels
-    return opts
+    return {**opts, **entry.options(rung.bitrate, channels)}
 
 
 def _flac_format(info: MasterInfo) -> dict[str, object]:
@@ -87,7 +76,7 @@ def build_command(
         if rung.sample_rate != ladder.sample_rate:
             raise ValueError(f"rung {rung.name}: sample_rate {rung.sample_rate} differs from the ladder's "
                              f"{ladder.sample_rate}; one master is resampled once, to one rate")
-    missing = sorted({ENCODERS[r.codec] for r in rungs} - ffmpeg.encoders)
+    missing = sorted({codec(r.codec).encoder for r in rungs} - ffmpeg.encoders)
     if missing:
         raise MissingEncoder(
             f"{ffmpeg.path} ({ffmpeg.source}, {ffmpeg.version}) has no {', '.join(missing)} encoder; "
@@ -121,14 +110,14 @@ def build_command(
         split = branch.filter_multi_output("asplit", len(group)) if len(group) > 1 else None
         for j, rung in enumerate(group):
             stream = split.stream(j) if split is not None else branch
-            if rung.codec == "flac":
+            if codec(rung.codec).lossless:
                 stream = stream.filter("aresample", **_flac_format(info))
             path = out_dir / f"{rung.name}.mp4"
             outputs.append(
                 ffmpeg_python.output(
                     stream, str(path), format="mp4", vn=None, sn=None, dn=None,
                     map_metadata=-1, map_chapters=-1, fflags="+bitexact", **{"flags:a": "+bitexact"},
-                    **_codec_options(rung, info, channels),
+                    **_codec_options(rung, channels),
                 )
             )
             renditions.append(EncodedRendition(rung=rung, path=path, channels=channels))
