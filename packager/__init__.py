@@ -6,6 +6,6 @@ are announced to a listener as they are written, shaka-packager style.
 
 from packager.codecs import CodecError
 from packager.demux import DemuxError
-from packager.layout import LAYOUTS, PackagerError, package
+from packager.layout import PackagerError, package
 
-__all__ = ("package", "PackagerError", "DemuxError", "CodecError", "LAYOUTS")
+__all__ = ("package", "PackagerError", "DemuxError", "CodecError")

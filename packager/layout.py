@@ -23,11 +23,12 @@ from typing import BinaryIO, Callable, Iterator
 from packager import cmaf
 from packager.codecs import describe
 from packager.demux import Track, read_track
-from tonearm.config import RESERVED_RUNG_NAMES, LadderConfig
+from tonearm.config import LadderConfig
+from tonearm.core.layouts import INIT_NAME, LAYOUTS, RESERVED_RUNG_NAMES, SEGMENT_TEMPLATE
+from tonearm.core.layouts import layout as layout_named
 from tonearm.model import EncodedRendition, PackagedRendition, SegmentEvent
 
 Listener = Callable[[SegmentEvent], None]
-LAYOUTS = ("segmented", "single")
 
 
 class PackagerError(ValueError):
@@ -66,7 +67,7 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
     cuts = list(plan(track, int(seg_ticks)))
     init = cmaf.init_segment(sample_entry=track.sample_entry, timescale=track.timescale, priming=track.priming,
                              duration=track.presentation_duration, language=track.language)
-    write = _write_segmented if layout == "segmented" else _write_single
+    write = _write_single if layout_named(layout).single_file else _write_segmented
     events, init_uri, extra = write(enc.rung.name, track, cuts, init, out_dir, listener)
     return PackagedRendition(
         rung=enc.rung,
@@ -79,7 +80,7 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
         segments=tuple(events),
         priming=track.priming,
         presentation_duration=track.presentation_duration,
-        single_file=layout == "single",
+        single_file=layout_named(layout).single_file,
         **extra,
     )
 
@@ -124,26 +125,27 @@ def _write_segmented(name: str, track: Track, cuts: list[_Cut], init: bytes, out
                      listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "init.mp4").write_bytes(init)
+    (folder / INIT_NAME).write_bytes(init)
     events = []
     with open(track.path, "rb") as src:
         for seq, cut in enumerate(cuts, start=1):
             data = _fragment(src, track, cut, seq)
-            uri = f"seg-{seq:05d}.m4s"
+            uri = SEGMENT_TEMPLATE % seq
             (folder / uri).write_bytes(data)
             event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data), uri=uri)
             events.append(event)
             if listener:
                 listener(event)
-    return events, "init.mp4", {}
+    return events, INIT_NAME, {}
 
 
 def _write_single(name: str, track: Track, cuts: list[_Cut], init: bytes, out_dir: Path,
                   listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
     """init + sidx + fragments in one file; the sidx is written last, into space reserved for it."""
-    folder = out_dir / "single"
+    single = LAYOUTS["single"]
+    folder = out_dir / single.folder
     folder.mkdir(parents=True, exist_ok=True)
-    uri = f"{name}.mp4"
+    uri = single.media_file(name)
     index_size = cmaf.sidx_size(len(cuts))
     events = []
     with open(track.path, "rb") as src, open(folder / uri, "wb") as out:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ("Layout", "LAYOUTS", "layout", "DESCRIPTOR", "RESERVED_RUNG_NAMES", "SEGMENT_TEMPLATE",
+__all__ = ("Layout", "LAYOUTS", "layout", "DESCRIPTOR", "RESERVED_RUNG_NAMES", "SEGMENT_TEMPLATE", "INIT_NAME",
            "MANIFEST_SUFFIXES")
 
 DESCRIPTOR = "asset.json"
