@@ -1,14 +1,27 @@
 """The JSON API: ``/api/assets`` (paginated catalog) and ``/api/assets/<id>`` (one asset).
 
+``[origin] catalog`` decides who may read it and what it says:
+
+``"public"`` (default)
+    Anyone; published assets only, a fixed set of fields (no master file
+    name, no error record, nothing of the machine), and never a token:
+    playback paths are unsigned, and with ``require_signed`` the items carry
+    none at all (``"signing_required": true``).  Signed URLs then come from
+    ``tonearm sign`` or from a service holding the catalog key.
+``"key"``
+    Only with ``Authorization: Bearer <catalog_key>`` (401 otherwise); the
+    whole catalog (``?state=`` any state or ``all``, master names, error
+    records) with playback paths signed for ``SIGNED_TTL`` seconds.
+``"off"``
+    Every ``/api/`` path answers 404.
+
 The catalog is SQLite (blocking), so every query runs in the executor.
-Listing shows published assets unless ``?state=`` asks for another state
-(``?state=all`` for every state).  Playback URLs are paths on this origin,
-signed when a signing key is configured.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,12 +39,16 @@ __all__ = ("handle",)
 
 MAX_LIMIT = 500
 SIGNED_TTL = 3600
+AUTH_CHALLENGE = 'Bearer realm="tonearm catalog"'
 
 
-def _json(status: int, data: Any, extra: dict[str, str]) -> web.Response:
+def _json(status: int, data: Any, extra: dict[str, str], *, private: bool = False) -> web.Response:
     body = json.dumps(data, ensure_ascii=False, separators=(",", ":")).encode()
-    return web.Response(status=status, body=body, headers={
-        **extra, "Content-Type": "application/json; charset=utf-8", "Cache-Control": "no-cache"})
+    headers = {**extra, "Content-Type": "application/json; charset=utf-8",
+               "Cache-Control": "private, no-store" if private else "no-cache"}
+    if private:
+        headers["Vary"] = f"{extra['Vary']}, Authorization" if "Vary" in extra else "Authorization"
+    return web.Response(status=status, body=body, headers=headers)
 
 
 def _catalog(origin: "Origin") -> Any:
@@ -50,13 +67,34 @@ def _int(value: str | None, default: int, lo: int, hi: int) -> int:
     return max(lo, min(hi, int(value)))
 
 
-def _summary(origin: "Origin", rec: Any) -> dict[str, Any]:
+def authorized(key: str, header: str | None) -> bool:
+    """``Authorization: Bearer <key>`` (RFC 6750; the scheme is case-insensitive), compared in constant time."""
+    scheme, _, credentials = (header or "").strip().partition(" ")
+    given = credentials.strip().encode("utf-8", "surrogateescape")
+    same = hmac.compare_digest(given, key.encode("utf-8", "surrogateescape"))  # always compared: no early exit
+    return bool(key) and scheme.lower() == "bearer" and same
+
+
+def _playback(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
+    """Playback paths: signed only for a trusted (key-holding) caller; none when unsigned ones would be 403."""
+    require = origin.require_signed
+    if trusted and origin.key:
+        token = sign(origin.key, rec.id, int(time.time()) + SIGNED_TTL)
+    elif require:
+        return {"signing_required": True}
+    else:
+        token = None
+    paths = playback_paths(rec.id, manifest_map(rec.info or {}, origin.cfg.ladder.layouts), token)
+    return {"playback": paths, "signing_required": require}
+
+
+def _summary(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
+    """The fields of a catalog page; a fixed list, so nothing else of the record (paths, stderr) leaks out."""
     info = rec.info or {}
     tags = info.get("tags") or {}
     out: dict[str, Any] = {
         "id": rec.id,
         "state": rec.state.value,
-        "source_name": rec.source_name,
         "title": tags.get("title"),
         "artist": tags.get("artist"),
         "duration_s": info.get("duration_s"),
@@ -65,51 +103,62 @@ def _summary(origin: "Origin", rec: Any) -> dict[str, Any]:
         "created_at": rec.created_at,
         "updated_at": rec.updated_at,
     }
+    if trusted:
+        out["source_name"] = rec.source_name
     if rec.state is AssetState.PUBLISHED:
-        token = sign(origin.key, rec.id, int(time.time()) + SIGNED_TTL) if origin.key else None
-        out["playback"] = playback_paths(rec.id, manifest_map(info, origin.cfg.ladder.layouts), token)
+        out.update(_playback(origin, rec, trusted))
     return out
 
 
-def _detail(origin: "Origin", rec: Any) -> dict[str, Any]:
+def _detail(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
     info = rec.info or {}
-    out = _summary(origin, rec)
+    out = _summary(origin, rec, trusted)
     out.update({
         "manifests": info.get("manifests"),
         "sample_rate": info.get("sample_rate"),
         "channels": info.get("channels"),
         "codec": info.get("codec"),
         "tags": info.get("tags"),
-        "error": rec.error,
     })
+    if trusted:
+        out["error"] = rec.error
     return out
 
 
 async def handle(origin: "Origin", request: web.Request, extra: dict[str, str]) -> web.Response:
+    mode = origin.catalog_mode
+    if mode == "off":
+        return _json(404, {"error": "not found"}, extra)
+    trusted = mode == "key"
+    if trusted and not authorized(origin.catalog_key, request.headers.get("Authorization")):
+        return _json(401, {"error": "the catalog needs Authorization: Bearer <catalog key>"},
+                     {**extra, "WWW-Authenticate": AUTH_CHALLENGE}, private=True)
     path = request.path.rstrip("/")
     loop = asyncio.get_running_loop()
     if path == "/api/assets":
         q = request.query
+        raw_state = q.get("state", AssetState.PUBLISHED.value)
         try:
             limit = _int(q.get("limit"), 50, 1, MAX_LIMIT)
             offset = _int(q.get("offset"), 0, 0, 10**9)
-            raw_state = q.get("state", AssetState.PUBLISHED.value)
+            if not trusted and raw_state != AssetState.PUBLISHED.value:
+                return _json(400, {"error": "the public catalog lists published assets only"}, extra)
             state = None if raw_state == "all" else AssetState(raw_state)
         except ValueError as exc:
             return _json(400, {"error": f"bad query parameter: {exc}",
-                               "states": ["all", *(s.value for s in AssetState)]}, extra)
+                               "states": ["all", *(s.value for s in AssetState)]}, extra, private=trusted)
 
         def query() -> tuple[list[Any], int]:
             cat = _catalog(origin)
             return cat.list(limit=limit, offset=offset, state=state), cat.count(state=state)
 
         records, total = await loop.run_in_executor(None, query)
-        return _json(200, {"items": [_summary(origin, r) for r in records], "limit": limit, "offset": offset,
-                           "total": total, "state": raw_state}, extra)
+        return _json(200, {"items": [_summary(origin, r, trusted) for r in records], "limit": limit,
+                           "offset": offset, "total": total, "state": raw_state}, extra, private=trusted)
     asset_id = path.removeprefix("/api/assets/")
     if path.startswith("/api/assets/") and is_asset_id(asset_id):
         rec = await loop.run_in_executor(None, lambda: _catalog(origin).get(asset_id))
-        if rec is None:
-            return _json(404, {"error": "no such asset"}, extra)
-        return _json(200, _detail(origin, rec), extra)
-    return _json(404, {"error": "not found"}, extra)
+        if rec is None or (not trusted and rec.state is not AssetState.PUBLISHED):
+            return _json(404, {"error": "no such asset"}, extra, private=trusted)
+        return _json(200, _detail(origin, rec, trusted), extra, private=trusted)
+    return _json(404, {"error": "not found"}, extra, private=trusted)

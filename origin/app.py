@@ -25,7 +25,7 @@ from origin.cache import EntryCache
 from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
 from origin.representation import Kind, classify
 from origin.respond import Aborted, respond
-from origin.signing import verify
+from origin.signing import redact, verify
 from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
 from tonearm.config import Config
 
@@ -45,6 +45,8 @@ REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 EXPOSE = "Content-Range, Content-Length, Content-Encoding, ETag, Last-Modified, Accept-Ranges, X-Request-Id"
 ALLOW_HEADERS = "Range, If-None-Match, If-Modified-Since, If-Range, If-Match, If-Unmodified-Since, X-Request-Id"
+API_EXPOSE = "X-Request-Id"
+API_ALLOW_HEADERS = "Authorization, X-Request-Id"
 ROUTE_OF_KIND = {Kind.MEDIA: "media", Kind.INIT: "init", Kind.PLAYLIST: "manifest", Kind.MPD: "manifest",
                  Kind.DESCRIPTOR: "descriptor", Kind.STATIC: "static"}
 
@@ -75,6 +77,14 @@ class Origin:
         self.cors_origins = frozenset(ocfg.cors_origins)
         self.cors = {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": EXPOSE} \
             if self.cors_any else {}
+        # The API has CORS of its own (none by default: the demo page is same-origin), apart from media's.
+        self.api_cors_origins = frozenset(ocfg.api_cors_origins)
+        self.allow_private_network = ocfg.allow_private_network
+        self.catalog_mode = ocfg.catalog
+        self.catalog_key = ocfg.catalog_key
+        # Connections that have not started a request yet -> their header_timeout timer (filled by
+        # origin.server.Acceptor; a request that reaches the handler disarms its connection's timer).
+        self.first_request_timers: dict[Any, asyncio.TimerHandle] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
         self.catalog: Any = None  # opened lazily, in an executor (sqlite is blocking)
@@ -83,10 +93,14 @@ class Origin:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         t0 = time.perf_counter()
+        if self.first_request_timers:
+            timer = self.first_request_timers.pop(request.protocol, None)
+            if timer is not None:
+                timer.cancel()
         rid = request.headers.get("X-Request-Id")
         if rid is None or not REQUEST_ID_RE.fullmatch(rid):
             rid = self._id_prefix + format(next(self._ids), "x")
-        extra = self._cors(request)
+        extra = self._api_cors(request) if request.path.startswith("/api/") else self._cors(request)
         extra["X-Request-Id"] = rid
         METRICS.active += 1
         route, status, error = "other", 500, None
@@ -107,7 +121,7 @@ class Origin:
                 METRICS.disconnects.labels(route).inc()
             else:
                 status, error = resp.status, f"aborted mid-body: {type(cause).__name__}: {cause}"
-                log.error("%s %s: %s", request.method, request.path, error, exc_info=cause)
+                log.error("%s %s: %s", request.method, redact(request.path), error, exc_info=cause)
             return resp
         except ConnectionError as exc:  # gone before a response started
             status, error = 499, type(exc).__name__
@@ -117,7 +131,7 @@ class Origin:
             return web.Response(status=499)
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-            log.exception("request %s %s failed", request.method, request.path)
+            log.exception("request %s %s failed", request.method, redact(request.path))
             resp = _text(500, "internal error\n", extra)
             await resp.prepare(request)
             await resp.write_eof()
@@ -130,7 +144,10 @@ class Origin:
                 else 0
             METRICS.observe(route, status, nbytes, elapsed)
             if self.access.enabled:
-                self.access.write(request, rid, status, nbytes, elapsed, route, error)
+                try:
+                    self.access.write(request, rid, status, nbytes, elapsed, route, error)
+                except Exception:  # a log line is never worth a request
+                    log.exception("access log write failed")
 
     def _cors(self, request: web.Request) -> dict[str, str]:
         if self.cors_any:
@@ -139,6 +156,18 @@ class Origin:
         if origin in self.cors_origins:
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSE, "Vary": "Origin"}
         return {}
+
+    def _api_cors(self, request: web.Request) -> dict[str, str]:
+        allowed = self.api_cors_origins
+        if not allowed:
+            return {}
+        if "*" in allowed:
+            return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": API_EXPOSE}
+        origin = request.headers.get("Origin")
+        if origin in allowed:
+            return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": API_EXPOSE,
+                    "Vary": "Origin"}
+        return {"Vary": "Origin"}
 
     async def _dispatch(self, request: web.Request, extra: dict[str, str]) -> tuple[str, web.StreamResponse]:
         path = request.path
@@ -195,7 +224,7 @@ class Origin:
         try:
             found = await self.source.resolve(Scope(f"a/{asset_id}", asset_id), rel, kind)
         except Exception as exc:  # storage unreachable or failing: say so, the request was fine
-            log.error("%s %s: storage error: %s: %s", request.method, request.path, type(exc).__name__, exc)
+            log.error("%s %s: storage error: %s: %s", request.method, redact(request.path), type(exc).__name__, exc)
             return route, _text(502, "storage error\n", {**extra, "Retry-After": "1"})
         if found is None:
             return route, _text(404, "not found\n", extra)
@@ -222,17 +251,22 @@ class Origin:
         if "Access-Control-Allow-Origin" in headers:
             headers.update({
                 "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
-                "Access-Control-Allow-Headers": ALLOW_HEADERS,
+                "Access-Control-Allow-Headers": API_ALLOW_HEADERS if request.path.startswith("/api/")
+                else ALLOW_HEADERS,
                 "Access-Control-Max-Age": "86400",
             })
-            # Chromium's Private Network Access preflight: a public page may fetch from this (private) origin.
-            if request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
+            # Chromium's Private Network Access preflight: a public page may fetch from this (private) origin,
+            # which only an origin configured for it allows ([origin] allow_private_network).
+            if self.allow_private_network and \
+                    request.headers.get("Access-Control-Request-Private-Network", "").lower() == "true":
                 headers["Access-Control-Allow-Private-Network"] = "true"
         return web.Response(status=204, headers=headers)
 
     async def close(self) -> None:
-        self.access.close()
-        await self.source.close()
+        try:
+            self.access.close()  # never raises; belt and braces: the source must be closed whatever happens
+        finally:
+            await self.source.close()
 
 
 def _text(status: int, text: str, headers: dict[str, str]) -> web.Response:

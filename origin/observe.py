@@ -19,6 +19,8 @@ from typing import IO, Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from origin.signing import redact
+
 __all__ = ("METRICS", "AccessLog", "render_metrics", "CONTENT_TYPE_LATEST")
 
 ROUTES = ("media", "init", "manifest", "descriptor", "static", "api", "health", "metrics", "preflight", "other")
@@ -96,14 +98,18 @@ class AccessLog:
     The writing itself happens on a writer thread, so a slow or blocked log
     pipe never stalls the event loop; past ``max_batches`` waiting batches new
     lines are dropped and counted in ``dropped`` rather than queued forever.
+    A broken log (a closed pipe, a full disk) costs its lines, never a request
+    or the shutdown: no method here raises because of the stream.  Signatures
+    of signed URLs are redacted from the logged path.
     """
 
-    def __init__(self, target: str, flush_s: float = 0.5, max_batches: int = 64) -> None:
-        self.enabled = target != ""
-        self._stream: IO[str] | None = None
-        if target == "-":
+    def __init__(self, target: str, flush_s: float = 0.5, max_batches: int = 64, *,
+                 stream: IO[str] | None = None) -> None:
+        self.enabled = target != "" or stream is not None
+        self._stream: IO[str] | None = stream  # given: a stream of the caller's (tests), closed by close()
+        if stream is None and target == "-":
             self._stream = sys.stderr
-        elif target:
+        elif stream is None and target:
             self._stream = open(target, "a", encoding="utf-8", buffering=1 << 16)  # noqa: SIM115
         self._buf: list[str] = []
         self._flush_s = flush_s
@@ -112,17 +118,16 @@ class AccessLog:
         self._queue: queue.Queue[list[str] | None] = queue.Queue(maxsize=max_batches)
         self._writer: threading.Thread | None = None
         if self._stream is not None:
-            self._writer = threading.Thread(target=self._drain, name="access-log", daemon=True)
+            self._writer = threading.Thread(target=self._drain, args=(self._stream,), name="access-log", daemon=True)
             self._writer.start()
 
-    def _drain(self) -> None:
+    def _drain(self, stream: IO[str]) -> None:
         while (lines := self._queue.get()) is not None:
             try:
-                assert self._stream is not None
-                self._stream.write("\n".join(lines) + "\n")
-                self._stream.flush()
-            except (OSError, ValueError):
-                pass  # a closed log must not take requests down
+                stream.write("\n".join(lines) + "\n")
+                stream.flush()
+            except Exception:  # noqa: BLE001 - a broken or closed log (EPIPE, ENOSPC, closed file) loses lines only
+                pass
 
     def write(self, request: Any, rid: str, status: int, nbytes: int, seconds: float, route: str,
               error: str | None) -> None:
@@ -130,8 +135,13 @@ class AccessLog:
         if self._stream is None:
             return
         headers = request.headers
+        path = request.raw_path
+        if path.startswith("/s/"):
+            path = redact(path)
+        elif "%" in path[1:3] and request.path.startswith("/s/"):  # "/%73/...", "/s%2F...": signed once decoded
+            path = redact(request.path) + (f"?{request.query_string}" if request.query_string else "")
         line = (f'{{"ts":{time.time():.3f},"id":"{rid}","method":{_str(request.method)},'
-                f'"path":{_str(request.raw_path[:512])},"status":{status},"bytes":{nbytes},'
+                f'"path":{_str(path[:512])},"status":{status},"bytes":{nbytes},'
                 f'"ms":{seconds * 1000:.3f},"route":"{route}","remote":{_str(request.remote)}')
         if "Range" in headers:
             line += f',"range":{_str(headers["Range"][:200])}'
@@ -153,14 +163,20 @@ class AccessLog:
             self.dropped += len(lines)
 
     def close(self) -> None:
+        """Hand over the last lines, stop the writer (waiting up to 5 s), close the stream; never raises."""
         self.flush()
-        if self._writer is not None:
+        stream, self._stream = self._stream, None  # from now on write() and flush() drop lines
+        if self._writer is not None and self._writer.is_alive():
             try:
                 self._queue.put(None, timeout=5)
             except queue.Full:
                 pass
             self._writer.join(timeout=5)
-        if self._stream is not None and self._stream is not sys.stderr:
-            self._stream.close()
-        self._stream = None
+            if self._writer.is_alive():  # stuck in a write nobody reads: closing would wait on its lock
+                return
+        if stream is not None and stream is not sys.stderr:
+            try:
+                stream.close()  # flushes what a failed write left buffered: into a broken pipe, that raises
+            except Exception:  # noqa: BLE001 - the descriptor is closed even when the flush fails
+                pass
 

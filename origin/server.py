@@ -10,6 +10,7 @@ forwards the signal and waits.  uvloop is used when installed.
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -41,14 +42,20 @@ def _event_loop_policy() -> str:
 async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any = None) -> None:
     from aiohttp import web
 
-    from origin.app import make_app
+    from origin.app import ORIGIN, make_app
 
+    ocfg = cfg.origin
     app = make_app(cfg)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S)
+    # keepalive_timeout: aiohttp closes a connection idle that long after its last response (and, armed at
+    # connection_made, one that never completes a request); header_timeout is the Acceptor's, below.
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_S,
+                           keepalive_timeout=ocfg.keepalive_timeout)
     await runner.setup()
     loop = asyncio.get_running_loop()
     assert runner.server is not None
-    acceptor = Acceptor(loop, _listen(cfg.origin.host, cfg.origin.port, reuse_port), runner.server)
+    acceptor = Acceptor(loop, _listen(ocfg.host, ocfg.port, reuse_port), runner.server,
+                        max_connections=ocfg.max_connections, header_timeout=ocfg.header_timeout,
+                        first_request_timers=app[ORIGIN].first_request_timers)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -92,6 +99,48 @@ def _listen(host: str, port: int, reuse_port: bool) -> list[socket.socket]:
     return socks
 
 
+# accept() errors that mean "out of a resource" (descriptors, kernel memory): the pending connection stays
+# queued and the listening socket readable, so retrying at once would spin the loop at 100% CPU.
+BACKOFF_ERRNOS = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
+# Errors that concern one pending connection only (reset before it was accepted): take the next one.
+SKIP_ERRNOS = frozenset({errno.ECONNABORTED, errno.EPROTO, errno.EPERM})
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0
+EPISODE_QUIET_S = 10.0  # failures closer together than this are one episode: one log line, not one per flap
+
+
+class _Tracked:
+    """The protocol the transport talks to: aiohttp's handler, plus a note to the Acceptor when it closes.
+
+    Only the connection's birth and death go through this object: the data
+    path (data_received and flow control) is the handler's own bound
+    methods, copied onto the instance, so a request costs no extra call.
+    """
+
+    __slots__ = ("handler", "_acceptor", "made", "data_received", "eof_received", "pause_writing",
+                 "resume_writing")
+
+    def __init__(self, handler: Any, acceptor: "Acceptor") -> None:
+        self.handler = handler
+        self._acceptor = acceptor
+        self.made = False
+        self.data_received = handler.data_received
+        self.eof_received = handler.eof_received
+        self.pause_writing = handler.pause_writing
+        self.resume_writing = handler.resume_writing
+
+    def connection_made(self, transport: Any) -> None:
+        self.made = True
+        self.handler.connection_made(transport)
+        self._acceptor._made(self)
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        try:
+            self.handler.connection_lost(exc)
+        finally:
+            self._acceptor._lost(self)
+
+
 class Acceptor:
     """Accepts every pending connection at each wake-up and hands it to aiohttp's server.
 
@@ -99,38 +148,130 @@ class Acceptor:
     load one iteration serves hundreds of requests, so 512 connections opened at
     once took seconds to be accepted, and their first requests waited that long
     (a p99 of seconds at 512 connections, which nginx answers in tens of ms).
+
+    It also bounds what connections can cost:
+
+    * ``max_connections`` open at once: at the cap it stops reading the listening
+      sockets (the kernel's backlog holds the next ones) and resumes when one closes.
+    * ``header_timeout``: a connection that has not started its first request by
+      then (silent, or headers half sent) is closed.  The timer is disarmed by the
+      handler (``Origin.handle`` pops ``first_request_timers[request.protocol]``);
+      later requests on the connection are bounded by aiohttp's keepalive_timeout.
+    * out of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): it
+      stops reading the listening sockets and retries after 50 ms, doubling up to
+      1 s, with one log line when the episode starts and one when it ends.
     """
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket], factory: Any) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket], factory: Any, *,
+                 max_connections: int = 4096, header_timeout: float = 60.0,
+                 first_request_timers: dict[Any, asyncio.TimerHandle] | None = None) -> None:
         self._loop = loop
         self._socks = socks
         self._factory = factory
         self._tasks: set[asyncio.Task[Any]] = set()
-        for sock in socks:
-            loop.add_reader(sock.fileno(), self._accept, sock)
+        self.max_connections = max(1, max_connections)
+        self.header_timeout = header_timeout
+        self.first_request_timers: dict[Any, asyncio.TimerHandle] = \
+            {} if first_request_timers is None else first_request_timers
+        self.open = 0  # connections accepted and not yet closed
+        self._reading = False
+        self._backoff: asyncio.TimerHandle | None = None
+        self._delay = BACKOFF_FIRST_S
+        self._episode: tuple[float, int, float] | None = None  # (started, failed attempts, last failure)
+        self._set_reading(True)
+
+    def _set_reading(self, on: bool) -> None:
+        if on == self._reading or not self._socks:
+            return
+        for sock in self._socks:
+            if on:
+                self._loop.add_reader(sock.fileno(), self._accept, sock)
+            else:
+                self._loop.remove_reader(sock.fileno())
+        self._reading = on
+
+    def _may_read(self) -> bool:
+        return self._backoff is None and self.open < self.max_connections
 
     def _accept(self, sock: socket.socket) -> None:
         for _ in range(ACCEPT_BATCH):
+            if self.open >= self.max_connections:
+                self._set_reading(False)  # at the cap: the backlog holds the rest until one closes
+                return
             try:
                 conn, _ = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
-            except OSError as exc:  # EMFILE, ENOBUFS, ECONNABORTED: try again at the next wake-up
-                log.warning("accept failed: %s", exc)
+            except OSError as exc:
+                if exc.errno in SKIP_ERRNOS:
+                    log.debug("accept: %s (that connection is gone; taking the next)", exc)
+                    continue
+                self._back_off(exc)
                 return
+            if self._episode is not None:
+                started, attempts, last = self._episode
+                if self._loop.time() - last >= EPISODE_QUIET_S:
+                    log.warning("accept failures are over: %d failed attempts in %.1f s", attempts, last - started)
+                    self._episode = None
+            self._delay = BACKOFF_FIRST_S
             conn.setblocking(False)
-            task = self._loop.create_task(self._loop.connect_accepted_socket(self._factory, conn))
+            self.open += 1
+            tracked = _Tracked(self._factory(), self)
+            task = self._loop.create_task(self._loop.connect_accepted_socket(lambda t=tracked: t, conn))
             self._tasks.add(task)
-            task.add_done_callback(self._done)
+            task.add_done_callback(lambda t, tracked=tracked, conn=conn: self._setup_done(t, tracked, conn))
 
-    def _done(self, task: asyncio.Task[Any]) -> None:
+    def _back_off(self, exc: OSError) -> None:
+        """Stop reading the listening sockets for a while: the error will not clear by retrying at once."""
+        now = self._loop.time()
+        if self._episode is None:
+            self._episode = (now, 1, now)
+            log.warning("accept failed: %s; pausing accepts, retrying after %.2f s, then up to every %.0f s, "
+                        "until it clears", exc, self._delay, BACKOFF_MAX_S)
+        else:
+            started, attempts, _ = self._episode
+            self._episode = (started, attempts + 1, now)
+        self._set_reading(False)
+        self._backoff = self._loop.call_later(self._delay, self._retry)
+        self._delay = min(BACKOFF_MAX_S, self._delay * 2)
+
+    def _retry(self) -> None:
+        self._backoff = None
+        if self._may_read():
+            self._set_reading(True)
+
+    def _made(self, tracked: _Tracked) -> None:
+        if self.header_timeout > 0:
+            self.first_request_timers[tracked.handler] = self._loop.call_later(
+                self.header_timeout, tracked.handler.force_close)
+
+    def _lost(self, tracked: _Tracked) -> None:
+        timer = self.first_request_timers.pop(tracked.handler, None)
+        if timer is not None:
+            timer.cancel()
+        self._closed_one()
+
+    def _closed_one(self) -> None:
+        self.open -= 1
+        if not self._reading and self._may_read():
+            self._set_reading(True)
+
+    def _setup_done(self, task: asyncio.Task[Any], tracked: _Tracked, conn: socket.socket) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.debug("connection setup failed: %s", task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if task.cancelled() or exc is not None:
+            if exc is not None:
+                log.debug("connection setup failed: %s", exc)
+            if not tracked.made:  # never reached the handler: nobody else will close it or count it
+                conn.close()
+                self._closed_one()
 
     def close(self) -> None:
+        self._set_reading(False)
+        if self._backoff is not None:
+            self._backoff.cancel()
+            self._backoff = None
         for sock in self._socks:
-            self._loop.remove_reader(sock.fileno())
             sock.close()
         self._socks = []
 

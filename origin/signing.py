@@ -6,8 +6,10 @@ resolve segment and init URIs against the signed playlist URL and carry the
 token along without the manifests knowing about it.
 
 ``signature = base64url(HMAC-SHA256(key, "<expiry>:<asset_id>"))`` without
-padding (43 characters); ``expiry`` is Unix seconds.  Expired or forged
-tokens get 403.
+padding (43 characters); ``expiry`` is Unix seconds, written without leading
+zeros, at most 12 digits.  A token is valid only in exactly the form ``sign``
+writes (no leading zeros, no trailing bytes); expired, forged or
+non-canonical tokens get 403.  Logs show ``/s/<expiry>.<redacted>/...``.
 """
 
 from __future__ import annotations
@@ -23,9 +25,12 @@ from typing import Any
 from tonearm.config import Config, ConfigError
 from tonearm.storage import DESCRIPTOR, is_asset_id
 
-__all__ = ("sign", "verify", "parse_ttl", "manifest_map", "playback_paths", "playback_urls")
+__all__ = ("sign", "verify", "redact", "expiry_for", "parse_ttl", "manifest_map", "playback_paths", "playback_urls")
 
-TOKEN_RE = re.compile(r"^([0-9]{1,12})\.([A-Za-z0-9_-]{43})$")
+# The one form ``sign`` writes: an expiry without leading zeros (at most 12 digits), a dot, 43 base64url
+# characters.  Use with ``fullmatch``: "$" would also match before a trailing newline.
+TOKEN_RE = re.compile(r"([1-9][0-9]{0,11})\.([A-Za-z0-9_-]{43})")
+MAX_EXPIRY = 10**12 - 1  # the largest expiry TOKEN_RE accepts (Unix seconds, in the year 33658)
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
@@ -43,18 +48,43 @@ def _mac(key: str, expiry: int, asset_id: str) -> str:
 
 
 def sign(key: str, asset_id: str, expiry: int) -> str:
+    """The token for ``asset_id`` until ``expiry`` (Unix seconds); ValueError past what ``verify`` accepts."""
+    if not 0 < expiry <= MAX_EXPIRY:
+        raise ValueError(f"expiry {expiry} is outside 1..{MAX_EXPIRY}: no verifier would accept the token")
     return f"{expiry}.{_mac(key, expiry, asset_id)}"
 
 
 def verify(key: str, token: str, asset_id: str, *, now: float | None = None) -> bool:
-    """True if ``token`` was made with ``key`` for ``asset_id`` and has not expired."""
-    m = TOKEN_RE.match(token)
+    """True if ``token`` is exactly what ``sign(key, asset_id, expiry)`` gives and ``expiry`` has not passed."""
+    m = TOKEN_RE.fullmatch(token)
     if not m or not key:
         return False
     expiry = int(m.group(1))
     if expiry < (time.time() if now is None else now):
         return False
-    return hmac.compare_digest(m.group(2), _mac(key, expiry, asset_id))
+    return hmac.compare_digest(token.encode(), sign(key, asset_id, expiry).encode())
+
+
+def expiry_for(ttl: int, *, now: float | None = None) -> int:
+    """The expiry of a token valid for ``ttl`` seconds; ConfigError when it would be past ``MAX_EXPIRY``."""
+    expiry = int(time.time() if now is None else now) + ttl
+    if expiry > MAX_EXPIRY:
+        raise ConfigError(f"--ttl: {ttl} s from now is Unix time {expiry}, past {MAX_EXPIRY} (12 digits), the "
+                          "latest expiry a signed URL can carry; use a shorter TTL (e.g. 1h, 30d)")
+    return expiry
+
+
+def redact(path: str) -> str:
+    """A path for logs: ``/s/<expiry>.<signature>/...`` becomes ``/s/<expiry>.<redacted>/...``.
+
+    A signature is a bearer credential for its asset until it expires: whoever reads the log could play it.
+    """
+    if not path.startswith("/s/"):
+        return path
+    token, sep, rest = path[3:].partition("/")
+    expiry, dot, _ = token.partition(".")
+    shown = f"{expiry}.<redacted>" if dot and expiry.isdigit() and len(expiry) <= 12 else "<redacted>"
+    return f"/s/{shown}{sep}{rest}"
 
 
 MANIFESTS = {
@@ -95,7 +125,7 @@ def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None)
     if base is None:
         host = cfg.origin.host
         base = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.origin.port}"
-    token = sign(cfg.origin.signing_key, asset_id, int(time.time()) + ttl)
+    token = sign(cfg.origin.signing_key, asset_id, expiry_for(ttl))
     paths = playback_paths(asset_id, manifest_map(_descriptor(cfg, asset_id), cfg.ladder.layouts), token)
     return [base.rstrip("/") + p for layout in paths.values() for p in layout.values()]
 

@@ -164,8 +164,12 @@ class LocalSource:
                 if cached.identity.body is not None:
                     return cached, None, gate_version
                 return cached, open(path, "rb"), gate_version  # noqa: SIM115 - closed by the Body
-            # Symlinks must not lead out of the served tree (the published root or the static folder).
-            root = os.path.realpath(self.static_root if scope.asset_id is None else self.published_root)
+            # Symlinks must not lead out of the served tree: the static folder, or the asset's OWN folder
+            # (published/<id>/, itself not a symlink): one asset's token must not reach another asset's bytes.
+            if scope.asset_id is None:
+                root = os.path.realpath(self.static_root)
+            else:
+                root = os.path.join(os.path.realpath(self.published_root), scope.asset_id)
             real = os.path.realpath(path)
             if not real.startswith(root + os.sep):
                 return None

@@ -29,9 +29,10 @@ def test_toml_then_env_then_flags(tmp_path: Path) -> None:
 
 
 def test_env_shortcuts() -> None:
-    cfg = load(env={"TONEARM_FFMPEG": "/opt/ffmpeg", "TONEARM_SIGNING_KEY": "k", "TONEARM_DATA": "/srv/t"})
+    key = "k" * 32  # the shortest signing key config accepts
+    cfg = load(env={"TONEARM_FFMPEG": "/opt/ffmpeg", "TONEARM_SIGNING_KEY": key, "TONEARM_DATA": "/srv/t"})
     assert cfg.ffmpeg.path == "/opt/ffmpeg"
-    assert cfg.origin.signing_key == "k"
+    assert cfg.origin.signing_key == key
     assert cfg.storage.root == Path("/srv/t")
 
 

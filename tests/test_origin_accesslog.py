@@ -3,6 +3,7 @@
 import json
 import os
 import threading
+import time
 from types import SimpleNamespace
 
 from origin.observe import AccessLog
@@ -13,9 +14,19 @@ def _request(i: int) -> SimpleNamespace:
                            headers={"Range": "bytes=0-99"})
 
 
+def _sleeping(tid: int) -> bool:
+    return open(f"/proc/self/task/{tid}/stat").read().rsplit(")", 1)[1].split()[0] == "S"
+
+
 def test_a_stuck_log_pipe_drops_lines_instead_of_blocking(tmp_path) -> None:
-    r, w = os.pipe()  # nobody reads r: the pipe fills after ~64 KiB and every write would block
-    log = AccessLog(f"/proc/self/fd/{w}", flush_s=0.0, max_batches=4)
+    r, w = os.pipe()  # nobody reads r
+    log = AccessLog(f"/proc/self/fd/{w}", flush_s=0.0, max_batches=4)  # its own (blocking) open file description
+    os.set_blocking(w, False)
+    try:
+        while True:  # fill the pipe first: the writer thread's very first write blocks
+            os.write(w, b"x" * 65536)
+    except BlockingIOError:
+        pass
     done = threading.Event()
 
     def hammer() -> None:
@@ -26,8 +37,20 @@ def test_a_stuck_log_pipe_drops_lines_instead_of_blocking(tmp_path) -> None:
     threading.Thread(target=hammer, daemon=True).start()
     assert done.wait(60), "AccessLog.write blocked on a full pipe"
     assert log.dropped > 0
-    os.close(r)  # the writer thread's pending write fails now; close() must still return
-    log.close()
+    # A fixed order from here: first the writer thread is stuck inside a write (the queue is full, so it
+    # cannot be waiting for a batch, and it stays asleep), then the reader goes away, then close().
+    assert log._writer is not None
+    tid = log._writer.native_id
+    quiet = 0
+    for _ in range(1000):
+        quiet = quiet + 1 if log._queue.full() and _sleeping(tid) else 0
+        if quiet >= 20:
+            break
+        time.sleep(0.01)
+    assert quiet >= 20, "the writer thread never blocked on the full pipe"
+    os.close(r)  # the blocked write fails now (EPIPE) and its tail stays buffered in the stream
+    log.close()  # drains the queued batches into the broken pipe, flushes the tail: must return, not raise
+    assert not log._writer.is_alive()
     os.close(w)
 
 

@@ -1,4 +1,7 @@
-"""The JSON API over a real catalog: pagination, state filter, detail, playback URLs."""
+"""The JSON API over a real catalog: pagination, state filter (catalog key), detail, playback URLs.
+
+What a stranger must not get out of it is in tests/test_security_origin_catalog.py.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +15,15 @@ from origin.signing import verify
 from tonearm.catalog import Catalog
 from tonearm.config import Config, OriginConfig, StorageConfig
 from tonearm.model import AssetState
+
+SIGNING_KEY = "api-signing-key-0123456789abcdef0123456789"
+CATALOG_KEY = "api-catalog-key-0123456789abcdef0123456789"
+AUTH = {"Authorization": f"Bearer {CATALOG_KEY}"}
+
+
+def keyed(data, **origin) -> Config:
+    return Config(storage=StorageConfig(root=data),
+                  origin=OriginConfig(catalog="key", catalog_key=CATALOG_KEY, **origin))
 
 
 @pytest.fixture(scope="module")
@@ -53,14 +65,18 @@ async def test_list_is_paginated_and_published_only(aiohttp_client, catalog_tree
 
 
 async def test_state_filter(aiohttp_client, catalog_tree):
+    """With the catalog key, the whole catalog: any state, master names, error records."""
     data, ids, played, failed = catalog_tree
-    client = await aiohttp_client(make_app(Config(storage=StorageConfig(root=data))))
-    page = await (await client.get("/api/assets?state=failed")).json()
+    client = await aiohttp_client(make_app(keyed(data)))
+    page = await (await client.get("/api/assets?state=failed", headers=AUTH)).json()
     assert [i["id"] for i in page["items"]] == [failed] and "playback" not in page["items"][0]
-    page = await (await client.get("/api/assets?state=all&limit=500")).json()
+    assert page["items"][0]["source_name"] == "broken.flac"
+    page = await (await client.get("/api/assets?state=all&limit=500", headers=AUTH)).json()
     assert page["total"] == 9
     for bad in ("state=bogus", "limit=abc", "offset=-1"):
-        assert (await client.get(f"/api/assets?{bad}")).status == 400
+        assert (await client.get(f"/api/assets?{bad}", headers=AUTH)).status == 400
+    fail = await (await client.get(f"/api/assets/{failed}", headers=AUTH)).json()
+    assert fail["state"] == "failed" and fail["error"]["code"] == "ffmpeg_failed"
 
 
 async def test_detail_with_playback_urls(aiohttp_client, catalog_tree):
@@ -82,15 +98,15 @@ async def test_detail_with_playback_urls(aiohttp_client, catalog_tree):
     assert other["loudness"]["integrated_lufs"] == -16.0 and other["title"] == "Track 2"
     assert (await client.get(f"/api/assets/{asset_id_for('unknown')}")).status == 404
     assert (await client.get("/api/assets/not-an-id")).status == 404
-    fail = await (await client.get(f"/api/assets/{failed}")).json()
-    assert fail["state"] == "failed" and fail["error"]["code"] == "ffmpeg_failed"
+    assert (await client.get(f"/api/assets/{failed}")).status == 404  # public: published assets only
 
 
-async def test_playback_urls_are_signed_when_a_key_is_set(aiohttp_client, catalog_tree):
+async def test_playback_urls_are_signed_for_the_catalog_key_holder(aiohttp_client, catalog_tree):
     data, _, played, _ = catalog_tree
-    app = make_app(Config(storage=StorageConfig(root=data), origin=OriginConfig(signing_key="api-key")))
+    app = make_app(keyed(data, signing_key=SIGNING_KEY, require_signed=True))
     client = await aiohttp_client(app, auto_decompress=False)
-    detail = await (await client.get(f"/api/assets/{played}")).json()
+    detail = await (await client.get(f"/api/assets/{played}", headers=AUTH)).json()
     url = detail["playback"]["segmented"]["hls"]
-    assert url.startswith("/s/") and verify("api-key", url.split("/")[2], played)
+    assert url.startswith("/s/") and verify(SIGNING_KEY, url.split("/")[2], played)
     assert (await client.get(url)).status == 200
+    assert (await client.get(f"/api/assets/{played}")).status == 401  # without the key: nothing

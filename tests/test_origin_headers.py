@@ -127,8 +127,14 @@ async def test_cors_on_responses(client, tree):
     assert missing.status == 404 and missing.headers["Access-Control-Allow-Origin"] == "*"
 
 
-async def test_preflight_for_range_and_private_network(client, tree):
-    _, asset = tree
+async def test_preflight_for_range_and_private_network(aiohttp_client, client, tree):
+    data, asset = tree
+    r = await client.options(f"/assets/{asset}/aac_128k/seg-00001.m4s", headers={
+        "Origin": "https://player.example", "Access-Control-Request-Method": "GET",
+        "Access-Control-Request-Headers": "range", "Access-Control-Request-Private-Network": "true"})
+    assert r.status == 204 and r.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Access-Control-Allow-Private-Network" not in r.headers  # off unless [origin] allow_private_network
+    client = await aiohttp_client(make_app(config(data, allow_private_network=True)))
     r = await client.options(f"/assets/{asset}/aac_128k/seg-00001.m4s", headers={
         "Origin": "https://player.example", "Access-Control-Request-Method": "GET",
         "Access-Control-Request-Headers": "range", "Access-Control-Request-Private-Network": "true"})

@@ -19,7 +19,7 @@ from fixtures_origin import SECRET, asset_id_for, make_ffmpeg_asset, plant_secre
 from fixtures_servers import start_origin
 from origin.signing import sign
 
-KEY = "test-signing-key"
+KEY = "test-signing-key-0123456789abcdef0123"
 
 
 @pytest.fixture(scope="module")

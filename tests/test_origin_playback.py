@@ -25,7 +25,7 @@ from tonearm.config import load
 from tonearm.pipeline import Context, process
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
-KEY = "playback-key"
+KEY = "playback-key-0123456789abcdef0123456789"
 SECONDS = 5.0
 RATE = 48000
 

@@ -14,7 +14,7 @@ from origin.signing import parse_ttl, sign, verify
 from tonearm.cli import main as cli_main
 from tonearm.config import Config, ConfigError, OriginConfig, StorageConfig
 
-KEY = "k3y-for-tests"
+KEY = "k3y-for-tests-0123456789abcdef0123456789"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ async def test_forged_expired_and_wrong_scope_are_403(aiohttp_client, tree):
     expiry, sig = good.split(".")
     bad_tokens = [
         sign(KEY, asset, now - 5),  # expired
-        sign("not-the-key", asset, now + 300),  # forged
+        sign("not-the-key-0123456789abcdef0123456789", asset, now + 300),  # forged
         sign(KEY, other, now + 300),  # another asset's token
         f"{int(expiry) + 3600}.{sig}",  # tampered expiry
         f"{expiry}.{sig[:20]}",  # truncated signature

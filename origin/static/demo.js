@@ -91,7 +91,11 @@ class AssetPlayer {
   /** Create the player; `level` pins a rendition from the start (null: automatic). */
   attach(startPosition, level) {
     if (!this.url) {
-      this.now.textContent = 'No HLS playback URL for this asset.';
+      // A public catalog never hands out signed URLs (signing_required): they come from `tonearm sign`
+      // or from a service holding the catalog key.
+      this.now.textContent = this.asset.signing_required
+        ? 'This origin only plays signed URLs, and the public catalog does not hand them out.'
+        : 'No HLS playback URL for this asset.';
       return;
     }
     if (window.Hls && Hls.isSupported()) {
