@@ -42,6 +42,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tonearm.core.errors import TonearmError
 from tonearm.model import JobError
 
 NOT_FOUND = "not_found"
@@ -70,12 +71,13 @@ ERROR_CODES: tuple[str, ...] = (
 )
 
 
-class Rejected(Exception):
-    """A master that must not be published; ``error`` says why."""
+class Rejected(TonearmError):
+    """A master that must not be published; ``error`` says why (its code is one of the above)."""
 
     def __init__(self, error: JobError) -> None:
-        super().__init__(f"{error.code}: {error.message}")
+        super().__init__(f"{error.code}: {error.message}", details=error.details)
         self.error = error
+        self.code = error.code
 
 
 def reject(code: str, message: str, **details: Any) -> Rejected:

@@ -19,8 +19,8 @@ import stat
 from pathlib import Path
 from typing import BinaryIO
 
-from ingest.names import printable
 from ingest.errors import EMPTY_FILE, NOT_A_FILE, NOT_FOUND, TOO_LARGE, UNREADABLE, reject
+from ingest.names import printable
 
 CHUNK = 1 << 20
 DEFAULT_MAX_BYTES = 32 << 30  # 32 GiB: an hour of 8-channel 192 kHz 24-bit PCM is ~16.6 GB

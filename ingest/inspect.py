@@ -35,8 +35,17 @@ from pathlib import Path
 
 from ingest.decode import Decoded, decode, parse_decode_log
 from ingest.errors import (
-    DECODE_ERROR, DURATION_MISMATCH, FFMPEG_FAILED, FFMPEG_TIMEOUT, NOT_AUDIO, TOO_LONG, TRUNCATED,
-    UNSUPPORTED_CHANNELS, UNSUPPORTED_SAMPLE_RATE, ZERO_DURATION, reject,
+    DECODE_ERROR,
+    DURATION_MISMATCH,
+    FFMPEG_FAILED,
+    FFMPEG_TIMEOUT,
+    NOT_AUDIO,
+    TOO_LONG,
+    TRUNCATED,
+    UNSUPPORTED_CHANNELS,
+    UNSUPPORTED_SAMPLE_RATE,
+    ZERO_DURATION,
+    reject,
 )
 from ingest.formats import CONTAINERS, Container, sniff
 from ingest.ogg import ends_with_eos

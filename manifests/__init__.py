@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from manifests import dash, hls
+from manifests.errors import ManifestError
 from tonearm.core.layouts import LAYOUTS
 from tonearm.model import MasterInfo, PackagedRendition
 
@@ -22,12 +23,12 @@ def write_manifests(out_dir: Path, layouts: dict[str, list[PackagedRendition]], 
     written: dict[str, str] = {}
     for layout, renditions in layouts.items():
         if layout not in LAYOUTS:
-            raise ValueError(f"unknown layout {layout!r}")
+            raise ManifestError(f"unknown layout {layout!r}")
         if not renditions:
-            raise ValueError(f"layout {layout!r} has no renditions")
+            raise ManifestError(f"layout {layout!r} has no renditions")
         empty = [p.rung.name for p in renditions if not p.segments]
         if empty:
-            raise ValueError(f"renditions without segments: {', '.join(empty)}")
+            raise ManifestError(f"renditions without segments: {', '.join(empty)}")
         place = LAYOUTS[layout]
         base = out_dir / place.folder if place.folder else out_dir
         base.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from fractions import Fraction
 from typing import Sequence
 
 from manifests.bandwidth import dash_bandwidth, min_buffer_time
+from manifests.errors import ManifestError
 from manifests.hls import seconds
 from tonearm.core.codecs import CODECS, codec
 from tonearm.core.layouts import SEGMENT_TEMPLATE
@@ -94,7 +95,7 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
             })
             if layout == "segmented":
                 if any(s.uri != SEGMENT_TEMPLATE % s.index for s in p.segments):
-                    raise ValueError(f"{p.rung.name}: segment names do not follow {SEGMENT_TEMPLATE!r}")
+                    raise ManifestError(f"{p.rung.name}: segment names do not follow {SEGMENT_TEMPLATE!r}")
                 tpl = ET.SubElement(rep, "SegmentTemplate", {
                     "timescale": str(p.timescale),
                     "initialization": f"{p.rung.name}/{p.init_uri}",
@@ -104,7 +105,7 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
                 _timeline(tpl, p)
             else:
                 if p.index_range is None or p.init_range is None:
-                    raise ValueError(f"{p.rung.name}: single-file rendition without byte ranges")
+                    raise ManifestError(f"{p.rung.name}: single-file rendition without byte ranges")
                 ET.SubElement(rep, "BaseURL").text = p.init_uri
                 base = ET.SubElement(rep, "SegmentBase", {
                     "timescale": str(p.timescale), "indexRange": "%d-%d" % p.index_range,

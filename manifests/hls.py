@@ -8,6 +8,7 @@ from typing import Sequence
 
 from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
+from manifests.errors import ManifestError
 from tonearm.core.codecs import codec
 from tonearm.model import PackagedRendition
 
@@ -22,7 +23,7 @@ def seconds(ticks: int, timescale: int) -> str:
 
 def _quote(value: str) -> str:
     if '"' in value or "\n" in value or "\r" in value:
-        raise ValueError(f"HLS quoted-string cannot contain quotes or line breaks: {value!r}")
+        raise ManifestError(f"HLS quoted-string cannot contain quotes or line breaks: {value!r}")
     return f'"{value}"'
 
 
@@ -37,7 +38,7 @@ def media_playlist(p: PackagedRendition) -> str:
     map_attrs = f"{T.URI}={_quote(p.init_uri)}"
     if p.single_file:
         if p.init_range is None:
-            raise ValueError(f"{p.rung.name}: single-file rendition without an init byte range")
+            raise ManifestError(f"{p.rung.name}: single-file rendition without an init byte range")
         first, last = p.init_range
         map_attrs += f",{T.ATTR_BYTERANGE}={_quote(_byterange(last - first + 1, first))}"
     lines.append(f"{T.MAP}:{map_attrs}")

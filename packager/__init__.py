@@ -4,8 +4,7 @@
 are announced to a listener as they are written, shaka-packager style.
 """
 
-from packager.codecs import CodecError
-from packager.demux import DemuxError
-from packager.layout import PackagerError, package
+from packager.errors import CodecError, DemuxError, PackagerError
+from packager.layout import package
 
 __all__ = ("package", "PackagerError", "DemuxError", "CodecError")

@@ -12,8 +12,7 @@ import struct
 from dataclasses import dataclass
 from typing import BinaryIO, Iterator
 
-class BoxError(ValueError):
-    """The bytes are not a well-formed ISOBMFF box structure."""
+from packager.errors import BoxError
 
 
 @dataclass(frozen=True)

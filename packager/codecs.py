@@ -21,14 +21,13 @@ import struct
 from dataclasses import dataclass
 
 from packager.boxes import iter_boxes
+from packager.errors import CodecError
 from tonearm.core.codecs import CODECS, codec_of_fourcc
 
 # ISO 14496-3 Table 1.19 channelConfiguration -> channel count (0: defined in the PCE).
 _AAC_CHANNELS = {1: 1, 2: 2, 3: 3, 4: 4, 5: 5, 6: 6, 7: 8, 11: 7, 12: 8, 13: 24, 14: 8}
 
 
-class CodecError(ValueError):
-    """The sample entry is not one the packager can describe."""
 
 
 @dataclass(frozen=True, kw_only=True)

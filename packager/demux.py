@@ -13,11 +13,8 @@ from array import array
 from dataclasses import dataclass
 from pathlib import Path
 
-from packager.boxes import Box, BoxError, iter_boxes, iter_file_boxes
-
-
-class DemuxError(ValueError):
-    """The encoder's file cannot be packaged (not MP4, no audio track, unsupported layout)."""
+from packager.boxes import Box, iter_boxes, iter_file_boxes
+from packager.errors import BoxError, DemuxError
 
 
 @dataclass(frozen=True, kw_only=True)

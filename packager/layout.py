@@ -23,6 +23,7 @@ from typing import BinaryIO, Callable, Iterator
 from packager import cmaf
 from packager.codecs import describe
 from packager.demux import Track, read_track
+from packager.errors import PackagerError
 from tonearm.config import LadderConfig
 from tonearm.core.layouts import INIT_NAME, LAYOUTS, RESERVED_RUNG_NAMES, SEGMENT_TEMPLATE
 from tonearm.core.layouts import layout as layout_named
@@ -31,8 +32,6 @@ from tonearm.model import EncodedRendition, PackagedRendition, SegmentEvent
 Listener = Callable[[SegmentEvent], None]
 
 
-class PackagerError(ValueError):
-    """A rendition cannot be packaged as asked."""
 
 
 @dataclass(frozen=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from tonearm.core.errors import TonearmError
 from tonearm.model import AssetState
 
 SCHEMA = """
@@ -49,7 +50,7 @@ COLUMNS = ("id", "state", "source_name", "info", "error", "owner", "lease_until"
 REBUILD_HINT = "run 'tonearm catalog rebuild' to move it aside and recreate it from the published assets"
 
 
-class CatalogError(ValueError, sqlite3.DatabaseError):
+class CatalogError(TonearmError, ValueError, sqlite3.DatabaseError):
     """The catalog file cannot be used; the message names the file and says what to do.
 
     ``code`` is stable: ``catalog_unreadable`` (not a database, corrupt, another schema, a
@@ -424,7 +425,7 @@ class LeaseKeeper:
             raise LeaseLost(f"the lease on {self.asset_id} was taken over by another worker; not publishing")
 
 
-class LeaseLost(RuntimeError):
+class LeaseLost(TonearmError):
     """Another worker holds this job's asset now."""
 
     code = "lease_lost"

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Sequence
 
 from tonearm.core.codecs import needed_encoders
+from tonearm.core.errors import TonearmError
 
 log = logging.getLogger("tonearm.ffmpeg")
 
@@ -43,8 +44,8 @@ def master_open_options() -> dict[str, str]:
     return {"protocol_whitelist": MASTER_PROTOCOLS}
 
 
-class FfmpegError(RuntimeError):
-    """ffmpeg could not be found or a run failed."""
+class FfmpegError(TonearmError):
+    """ffmpeg could not be found or a run failed; ``details`` carries the end of its stderr."""
 
     code = "ffmpeg_failed"
 
@@ -53,6 +54,9 @@ class FfmpegError(RuntimeError):
         self.argv = list(argv)
         self.stderr = stderr
         self.returncode = returncode
+
+        if stderr:
+            self.details["stderr_tail"] = self.tail()
 
     def tail(self, lines: int = 8) -> str:
         return "\n".join(self.stderr.strip().splitlines()[-lines:])

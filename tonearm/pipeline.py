@@ -24,10 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from tonearm.catalog import (
-    Catalog, CatalogError, Claim, LeaseKeeper, LeaseLost, default_owner, filesystem_of, owner_alive,
+    Catalog,
+    CatalogError,
+    Claim,
+    LeaseKeeper,
+    LeaseLost,
+    default_owner,
+    filesystem_of,
+    owner_alive,
 )
 from tonearm.config import Config
-from tonearm.ffmpeg import FfmpegError, locate
+from tonearm.core.errors import TonearmError
+from tonearm.ffmpeg import locate
 from tonearm.model import AssetState, JobError, MasterInfo
 from tonearm.storage import DESCRIPTOR, Storage, open_storage, write_json_atomic
 
@@ -136,10 +144,10 @@ def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: st
         err = JobError(code=exc.code, message=str(exc))
         return JobResult(source=source, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
                          seconds=time.monotonic() - t0)
-    except FfmpegError as exc:
-        err = JobError(code=exc.code, message=str(exc), details={"stderr_tail": exc.tail()})
     except CatalogError:
         raise  # the catalog itself is unusable (unreadable, disk full): the CLI prints its one line
+    except TonearmError as exc:  # every stage's own failure (ffmpeg, packager, manifests), with its stable code
+        err = JobError(code=exc.code, message=str(exc), details=exc.details)
     except OSError as exc:
         err = _disk_error(exc, None)
     except Exception as exc:  # a job failure must be recorded, never lost in a traceback
