@@ -7,8 +7,8 @@ import threading
 from types import SimpleNamespace
 
 import pytest
-
 from fixtures_origin import make_ffmpeg_asset
+
 from origin.app import ORIGIN, make_app
 from origin.observe import AccessLog
 from tonearm.config import Config, OriginConfig, StorageConfig

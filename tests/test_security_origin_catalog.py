@@ -15,8 +15,8 @@ import re
 import time
 
 import pytest
-
 from fixtures_origin import asset_id_for, make_ffmpeg_asset
+
 from origin.app import make_app
 from origin.signing import verify
 from tonearm.catalog import Catalog
@@ -293,5 +293,5 @@ def test_catalog_settings_defaults_and_validation(tmp_path):
         with pytest.raises(ConfigError, match=message):
             load(env=env)
     f = tmp_path / "o.toml"
-    f.write_text(f'[origin]\ncatalog = "off"\napi_cors_origins = ["https://x.example"]\n')
+    f.write_text('[origin]\ncatalog = "off"\napi_cors_origins = ["https://x.example"]\n')
     assert load(f, env={}).origin.catalog == "off"

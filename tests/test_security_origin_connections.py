@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import PYTHON, REPO, ServerProcess, free_port, start_origin, wait_http
 
@@ -106,7 +105,7 @@ def test_a_trickled_request_is_closed_after_header_timeout(timeouts):
             except (BrokenPipeError, ConnectionResetError):
                 closed = time.monotonic() - t0
                 break
-            if (took := closed_after(s, 0.2)) is not None:
+            if closed_after(s, 0.2) is not None:
                 closed = time.monotonic() - t0
                 break
             if time.monotonic() - t0 > 8:
@@ -123,6 +122,17 @@ def test_requests_on_a_connection_still_work_and_idle_keepalive_is_closed(timeou
         took = closed_after(s, KEEPALIVE_TIMEOUT + 4)
     assert took is not None, "an idle keep-alive connection was never closed"
     assert KEEPALIVE_TIMEOUT * 0.8 <= time.monotonic() - t0 < KEEPALIVE_TIMEOUT + 2, took
+
+
+def test_a_half_sent_second_request_is_closed_after_keepalive_timeout(timeouts):
+    """After a response, the next request's headers must arrive within keepalive_timeout (aiohttp's own timer)."""
+    with connect(timeouts.base_url) as s:
+        assert request(s).startswith(b"HTTP/1.1 200")
+        t0 = time.monotonic()
+        s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
+        took = closed_after(s, KEEPALIVE_TIMEOUT + 4)
+    assert took is not None, "a half-sent request on a kept-alive connection was never closed"
+    assert time.monotonic() - t0 < KEEPALIVE_TIMEOUT + 2, took
 
 
 # -- max_connections ---------------------------------------------------------------------------------------------------
@@ -220,3 +230,23 @@ def test_running_out_of_descriptors_backs_off_instead_of_spinning(data):
         for s in held:
             s.close()
         server.stop()
+
+
+# -- configuration ------------------------------------------------------------------------------------------------------
+
+
+def test_connection_settings_defaults_and_validation():
+    from tonearm.config import ConfigError, load
+
+    o = load(env={}).origin
+    assert (o.keepalive_timeout, o.header_timeout, o.max_connections) == (75.0, 60.0, 4096)
+    o = load(env={"TONEARM_ORIGIN_KEEPALIVE_TIMEOUT": "5", "TONEARM_ORIGIN_HEADER_TIMEOUT": "2.5",
+                  "TONEARM_ORIGIN_MAX_CONNECTIONS": "10"}).origin
+    assert (o.keepalive_timeout, o.header_timeout, o.max_connections) == (5.0, 2.5, 10)
+    for env, message in [({"TONEARM_ORIGIN_HEADER_TIMEOUT": "0"}, r"\[origin\] header_timeout"),
+                         ({"TONEARM_ORIGIN_KEEPALIVE_TIMEOUT": "-1"}, r"\[origin\] keepalive_timeout"),
+                         ({"TONEARM_ORIGIN_MAX_CONNECTIONS": "0"}, r"\[origin\] max_connections"),
+                         ({"TONEARM_ORIGIN_MAX_CONNECTIONS": "lots"}, r"\[origin\] max_connections"),
+                         ({"TONEARM_ORIGIN_CORS_ORIGINS": "https://ok.example/"}, r"\[origin\] cors_origins")]:
+        with pytest.raises(ConfigError, match=message):
+            load(env=env)

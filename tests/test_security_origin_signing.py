@@ -9,8 +9,8 @@ import logging
 import time
 
 import pytest
-
 from fixtures_origin import asset_id_for, make_ffmpeg_asset
+
 from origin.app import make_app
 from origin.signing import TOKEN_RE, sign, verify
 from tonearm.cli import main as cli_main
