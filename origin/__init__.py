@@ -14,20 +14,24 @@ URL scheme
     The same file through an expiring signed token (``origin.signing``);
     relative URIs in the manifests inherit the token.  Expired or forged: 403.
     With ``[origin] require_signed = true`` the unsigned form answers 403.
-``GET /api/assets?limit=50&offset=0&state=published``
-    Catalog page: ``{"items": [...], "total", "limit", "offset", "state"}``;
-    ``state`` is any asset state or ``all``.
+``GET /api/assets?limit=50&offset=0``
+    Catalog page: ``{"items": [...], "total", "limit", "offset", "state"}``.
+    ``[origin] catalog`` says who may read it (``origin.api``): ``"public"``
+    (published assets only, unsigned playback paths, never a token),
+    ``"key"`` (``Authorization: Bearer <catalog_key>``; any ``?state=``,
+    playback paths signed) or ``"off"`` (404).
 ``GET /api/assets/<id>``
-    One asset: state, tags, loudness, renditions and playback paths for HLS
-    and DASH in both layouts (signed when a key is configured).
+    One asset: tags, loudness, renditions and playback paths for HLS and DASH
+    in both layouts (404 for an unpublished asset in the public catalog).
 ``GET /healthz``   the process is up.
 ``GET /readyz``    storage is reachable (503 otherwise).
 ``GET /metrics``   Prometheus exposition, summed over all workers.
 ``GET /`` and ``GET /static/<file>``
     The demo player page and its vendored scripts from ``origin/static/``
     (a placeholder page when ``index.html`` is missing).
-``OPTIONS`` any path: CORS preflight (Range and conditional headers allowed,
-    ``Access-Control-Allow-Private-Network`` when asked).
+``OPTIONS`` any path: CORS preflight (Range and conditional headers allowed;
+    ``[origin] cors_origins`` for media, ``api_cors_origins`` for ``/api/``;
+    ``Access-Control-Allow-Private-Network`` only with ``allow_private_network``).
 
 Every response carries ``X-Request-Id`` (echoed when the client sent a sane
 one) and is written to the JSON-lines access log.
