@@ -20,7 +20,10 @@ from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import PYTHON, REPO, ServerProcess, free_port, start_origin, wait_http
 
 HEADER_TIMEOUT = 1.0
-KEEPALIVE_TIMEOUT = 2.5
+KEEPALIVE_TIMEOUT = 5.0
+SLACK = 3.0  # scheduling on a busy 2-core machine; today's behaviour is an hour (aiohttp's 3630 s default)
+# Closed by then means header_timeout did it: aiohttp's own keepalive timer (armed at connect) is later.
+HEADER_BOUND = min(HEADER_TIMEOUT + SLACK, KEEPALIVE_TIMEOUT * 0.8)
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +85,7 @@ def test_a_silent_connection_is_closed_after_header_timeout(timeouts):
     with connect(timeouts.base_url) as s:
         took = closed_after(s, 6)
     assert took is not None, "a connection that sent nothing was still open after 6 s"
-    assert HEADER_TIMEOUT * 0.8 <= took < HEADER_TIMEOUT + 1.5, took
+    assert HEADER_TIMEOUT * 0.8 <= took < HEADER_BOUND, took
 
 
 @pytest.mark.parametrize("partial", [b"GET /healthz HT", b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: 1"])
@@ -91,7 +94,7 @@ def test_a_half_sent_request_is_closed_after_header_timeout(timeouts, partial):
         s.sendall(partial)
         took = closed_after(s, 6)
     assert took is not None, f"a half-sent request ({partial!r}) was still open after 6 s"
-    assert took < HEADER_TIMEOUT + 1.5, took
+    assert took < HEADER_BOUND, took
 
 
 def test_a_trickled_request_is_closed_after_header_timeout(timeouts):
@@ -110,7 +113,7 @@ def test_a_trickled_request_is_closed_after_header_timeout(timeouts):
                 break
             if time.monotonic() - t0 > 8:
                 break
-    assert closed is not None and closed < HEADER_TIMEOUT + 1.5, closed
+    assert closed is not None and closed < HEADER_BOUND, closed
 
 
 def test_requests_on_a_connection_still_work_and_idle_keepalive_is_closed(timeouts):
@@ -121,7 +124,7 @@ def test_requests_on_a_connection_still_work_and_idle_keepalive_is_closed(timeou
         t0 = time.monotonic()
         took = closed_after(s, KEEPALIVE_TIMEOUT + 4)
     assert took is not None, "an idle keep-alive connection was never closed"
-    assert KEEPALIVE_TIMEOUT * 0.8 <= time.monotonic() - t0 < KEEPALIVE_TIMEOUT + 2, took
+    assert KEEPALIVE_TIMEOUT * 0.8 <= time.monotonic() - t0 < KEEPALIVE_TIMEOUT + SLACK, took
 
 
 def test_a_half_sent_second_request_is_closed_after_keepalive_timeout(timeouts):
@@ -132,7 +135,7 @@ def test_a_half_sent_second_request_is_closed_after_keepalive_timeout(timeouts):
         s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n")
         took = closed_after(s, KEEPALIVE_TIMEOUT + 4)
     assert took is not None, "a half-sent request on a kept-alive connection was never closed"
-    assert time.monotonic() - t0 < KEEPALIVE_TIMEOUT + 2, took
+    assert time.monotonic() - t0 < KEEPALIVE_TIMEOUT + SLACK, took
 
 
 # -- max_connections ---------------------------------------------------------------------------------------------------
@@ -205,8 +208,11 @@ def test_running_out_of_descriptors_backs_off_instead_of_spinning(data):
         assert used < FD_LIMIT - 10, used
         for _ in range(FD_LIMIT - used + 8):  # every free descriptor, then a few more left in the backlog
             held.append(connect(server.base_url))
-        time.sleep(0.5)
-        assert len(os.listdir(f"/proc/{server.pid}/fd")) >= FD_LIMIT - 2  # the server is out of descriptors
+        deadline = time.monotonic() + 10
+        while len(os.listdir(f"/proc/{server.pid}/fd")) < FD_LIMIT - 2:  # the server runs out of descriptors
+            assert time.monotonic() < deadline, "the server never used up its descriptors"
+            time.sleep(0.1)
+        time.sleep(0.3)  # and meets EMFILE on the connections still queued
         before = cpu_seconds(server.pid)
         time.sleep(2.0)
         burnt = cpu_seconds(server.pid) - before
