@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tonearm.ffmpeg import run
+from tonearm.core.ffmpeg import run
 
 # (container, sample rate, channels, sample format written)
 FORMATS: tuple[tuple[str, int, int, str], ...] = (

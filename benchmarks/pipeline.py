@@ -1,6 +1,6 @@
 """Pipeline throughput: tonearm against the encoder floor and a naive baseline.
 
-All three use the same ffmpeg binary (``tonearm.ffmpeg.locate()``) and the
+All three use the same ffmpeg binary (``tonearm.core.ffmpeg.locate()``) and the
 same ladder, in the same run:
 
 * floor: each master is decoded once to 48 kHz float PCM (not timed), then
@@ -27,12 +27,12 @@ from typing import Any
 
 from benchmarks.catalog import MasterSpec
 from benchmarks.procs import run_timed
-from tonearm.config import Config
-from tonearm.ffmpeg import FfmpegInfo
-from tonearm.model import Loudness, MasterInfo, Rung
+from tonearm.core.codecs import codec
+from tonearm.core.config import Config
+from tonearm.core.ffmpeg import FfmpegInfo
+from tonearm.core.model import Loudness, MasterInfo, Rung
 from transcode import build_command
 from transcode.channels import target_channels
-from tonearm.core.codecs import codec
 
 TIMEOUT = 1800.0
 
@@ -124,7 +124,7 @@ def tonearm_ingest(masters: list[Master], ff: FfmpegInfo, data: Path, *, jobs: i
     """``tonearm ingest --jobs N`` of every master, from an empty data directory."""
     shutil.rmtree(data, ignore_errors=True)
     env = {**os.environ, "TONEARM_FFMPEG": ff.path}
-    argv = [sys.executable, "-m", "tonearm.cli", "--data", str(data), "ingest", "--json", "--jobs", str(jobs),
+    argv = [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "ingest", "--json", "--jobs", str(jobs),
             *(str(m.path) for m in masters)]
     t = run_timed(argv, timeout=TIMEOUT, env=env, check=False)
     results = [json.loads(line) for line in t.stdout.splitlines() if line.startswith("{")]

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ingest.probe import Probe, parse_summary
-from tonearm.ffmpeg import FfmpegInfo, master_input, run
+from tonearm.core.ffmpeg import FfmpegInfo, master_input, run
 
 # Silence: no sample above one 16-bit LSB (20*log10(1/32768) = -90.3 dBFS), so dither-only
 # 16-bit files count as silent too.

@@ -17,7 +17,8 @@ same bytes dedupe by content id), symlinks to folders within it are skipped
 starting with "." (``.DS_Store``, AppleDouble ``._x`` files, ``.git``) are
 OS or tool metadata and are skipped.
 
-Discovery-level rejections are quarantined as a ``reason.json`` without
+Discovery-level rejections are returned as items carrying their error; the application records them
+(``tonearm.app.pipeline.reject_unread``) as a ``reason.json`` without
 bytes (there are none to keep, or they must not be copied), under
 ``quarantine/<quarantine_id>/`` where the id is the SHA-256 of the absolute
 path: a re-run rewrites the same record instead of adding one.  Nothing in
@@ -26,23 +27,16 @@ the input is modified or deleted.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import stat
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from ingest.errors import NOT_A_FILE, NOT_FOUND, SYMLINK_OUTSIDE_INPUT, UNREADABLE
 from ingest.identity import quarantine_id
 from ingest.names import printable
-from tonearm.model import JobError
-from tonearm.storage import write_json_atomic
-
-if TYPE_CHECKING:
-    from tonearm.pipeline import Context, JobResult
+from tonearm.core.model import JobError
 
 log = logging.getLogger("tonearm.ingest")
 
@@ -51,21 +45,6 @@ log = logging.getLogger("tonearm.ingest")
 class Item:
     path: Path
     error: JobError | None = None
-
-    def rejected(self, ctx: "Context") -> "JobResult":
-        """Record a discovery-level rejection (reason only, no bytes) and report it."""
-        from tonearm.pipeline import JobResult, Outcome
-
-        assert self.error is not None
-        reason = {
-            "source": printable(self.path), "source_name": printable(self.path.name),
-            **dataclasses.asdict(self.error),
-            "at": time.time(), "bytes_kept": False,
-        }
-        folder = ctx.storage.root / "quarantine" / self.error.details["quarantine_id"]
-        write_json_atomic(folder / "reason.json", reason)
-        log.info("rejected %s: %s (%s)", printable(self.path), self.error.code, self.error.message)
-        return JobResult(source=printable(self.path), outcome=Outcome.QUARANTINED, error=self.error)
 
 
 def _reject(path: Path, code: str, message: str, **details: object) -> Item:
@@ -95,7 +74,7 @@ def discover(paths: list[Path]) -> list[Item]:
             continue
         except OSError as exc:
             add(Item(arg))  # let content_id report it as unreadable, with the OS's reason
-            log.info("cannot stat %s: %s", arg, exc)
+            log.info("cannot stat %s: %s", printable(arg), exc)
             continue
         if stat.S_ISDIR(st.st_mode):
             for item in _walk(arg, Path(os.path.realpath(arg)), arg):

@@ -27,8 +27,8 @@ code                     meaning
 ``duration_mismatch``    more audio than the header states (e.g. a WAV ``data`` size
                          smaller than the audio that follows it)
 ``zero_duration``        the stream decodes to no samples at all
-``ffmpeg_not_found``     no usable ffmpeg (from ``tonearm.ffmpeg``)
-``ffmpeg_timeout``       the decode pass exceeded ``[ffmpeg] timeout`` (from ``tonearm.ffmpeg``)
+``ffmpeg_not_found``     no usable ffmpeg (from ``tonearm.core.ffmpeg``)
+``ffmpeg_timeout``       the decode pass exceeded ``[ffmpeg] timeout`` (from ``tonearm.core.ffmpeg``)
 ``ffmpeg_failed``        ffmpeg exited non-zero for a reason not listed above
 ======================== ============================================================
 
@@ -43,7 +43,7 @@ from __future__ import annotations
 from typing import Any
 
 from tonearm.core.errors import TonearmError
-from tonearm.model import JobError
+from tonearm.core.model import JobError
 
 NOT_FOUND = "not_found"
 SYMLINK_OUTSIDE_INPUT = "symlink_outside_input"

@@ -27,7 +27,7 @@ Matroska, WebM the EBML magic ``1A 45 DF A3``                    ``matroska``
 
 None of these demuxers opens other files (the MP4 demuxer's external data
 references are off by default, and the ``file``-only protocol whitelist would
-refuse them anyway).  ``tonearm.ffmpeg.master_input`` and
+refuse them anyway).  ``tonearm.core.ffmpeg.master_input`` and
 ``master_open_options`` are the one way any stage opens a master.
 """
 

@@ -52,9 +52,9 @@ from ingest.ogg import ends_with_eos
 from ingest.probe import probe
 from ingest.riff import read_wav_layout
 from ingest.tags import read_tags
-from tonearm.config import IngestConfig
-from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
-from tonearm.model import Loudness, MasterInfo
+from tonearm.core.config import IngestConfig
+from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
+from tonearm.core.model import Loudness, MasterInfo
 
 MIN_CHANNELS, MAX_CHANNELS = 1, 8
 MIN_RATE, MAX_RATE = 8_000, 192_000

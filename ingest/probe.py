@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ingest.errors import FFMPEG_TIMEOUT, NO_AUDIO_STREAM, NOT_AUDIO, TRUNCATED, reject
 from ingest.formats import Container
-from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout, master_input, master_open_options, run
+from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout, master_input, master_open_options, run
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 import mutagen
 from mutagen.flac import Picture
 
-from tonearm.model import Artwork, Tags
+from tonearm.core.model import Artwork, Tags
 
 log = logging.getLogger("tonearm.ingest")
 

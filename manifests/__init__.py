@@ -12,7 +12,7 @@ from pathlib import Path
 from manifests import dash, hls
 from manifests.errors import ManifestError
 from tonearm.core.layouts import LAYOUTS
-from tonearm.model import MasterInfo, PackagedRendition
+from tonearm.core.model import MasterInfo, PackagedRendition
 
 __all__ = ("write_manifests",)
 

@@ -13,7 +13,7 @@ import math
 from fractions import Fraction
 from typing import Sequence
 
-from tonearm.model import PackagedRendition
+from tonearm.core.model import PackagedRendition
 
 
 def _seconds(p: PackagedRendition) -> list[Fraction]:

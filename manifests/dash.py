@@ -24,7 +24,7 @@ from manifests.errors import ManifestError
 from manifests.hls import seconds
 from tonearm.core.codecs import CODECS, codec
 from tonearm.core.layouts import SEGMENT_TEMPLATE
-from tonearm.model import MasterInfo, PackagedRendition
+from tonearm.core.model import MasterInfo, PackagedRendition
 
 NS = "urn:mpeg:dash:schema:mpd:2011"
 PROFILE_LIVE = "urn:mpeg:dash:profile:isoff-live:2011"

@@ -10,7 +10,7 @@ from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
 from manifests.errors import ManifestError
 from tonearm.core.codecs import codec
-from tonearm.model import PackagedRendition
+from tonearm.core.model import PackagedRendition
 
 
 def seconds(ticks: int, timescale: int) -> str:

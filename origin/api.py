@@ -24,18 +24,17 @@ import asyncio
 import hmac
 import json
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from aiohttp import web
 
 from origin.signing import manifest_map, playback_paths, sign
-from tonearm.model import AssetState
-from tonearm.storage import is_asset_id
+from tonearm.core.catalog import Catalog
+from tonearm.core.config import Config
+from tonearm.core.model import AssetState
+from tonearm.core.storage import is_asset_id
 
-if TYPE_CHECKING:
-    from origin.app import Origin
-
-__all__ = ("handle",)
+__all__ = ("CatalogAPI", "handle")
 
 MAX_LIMIT = 500
 SIGNED_TTL = 3600
@@ -51,10 +50,24 @@ def _json(status: int, data: Any, extra: dict[str, str], *, private: bool = Fals
     return web.Response(status=status, body=body, headers=headers)
 
 
-def _catalog(origin: "Origin") -> Any:
-    if origin.catalog is None:
-        from tonearm.catalog import Catalog
+class CatalogAPI:
+    """What the API needs of the origin: the catalog settings, the signing key, the catalog (opened lazily)."""
 
+    def __init__(self, cfg: Config) -> None:
+        ocfg = cfg.origin
+        self.cfg = cfg
+        self.key = ocfg.signing_key
+        self.require_signed = ocfg.require_signed
+        self.catalog_mode = ocfg.catalog
+        self.catalog_key = ocfg.catalog_key
+        self.catalog: Any = None  # opened on first use, in the executor (sqlite is blocking)
+
+    async def handle(self, request: web.Request, extra: dict[str, str]) -> web.Response:
+        return await handle(self, request, extra)
+
+
+def _catalog(origin: "CatalogAPI") -> Any:
+    if origin.catalog is None:
         origin.catalog = Catalog(origin.cfg.catalog_path)
     return origin.catalog
 
@@ -75,7 +88,7 @@ def authorized(key: str, header: str | None) -> bool:
     return bool(key) and scheme.lower() == "bearer" and same
 
 
-def _playback(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
+def _playback(origin: "CatalogAPI", rec: Any, trusted: bool) -> dict[str, Any]:
     """Playback paths: signed only for a trusted (key-holding) caller; none when unsigned ones would be 403."""
     require = origin.require_signed
     if trusted and origin.key:
@@ -88,7 +101,7 @@ def _playback(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
     return {"playback": paths, "signing_required": require}
 
 
-def _summary(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
+def _summary(origin: "CatalogAPI", rec: Any, trusted: bool) -> dict[str, Any]:
     """The fields of a catalog page; a fixed list, so nothing else of the record (paths, stderr) leaks out."""
     info = rec.info or {}
     tags = info.get("tags") or {}
@@ -110,7 +123,7 @@ def _summary(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
     return out
 
 
-def _detail(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
+def _detail(origin: "CatalogAPI", rec: Any, trusted: bool) -> dict[str, Any]:
     info = rec.info or {}
     out = _summary(origin, rec, trusted)
     out.update({
@@ -125,7 +138,7 @@ def _detail(origin: "Origin", rec: Any, trusted: bool) -> dict[str, Any]:
     return out
 
 
-async def handle(origin: "Origin", request: web.Request, extra: dict[str, str]) -> web.Response:
+async def handle(origin: "CatalogAPI", request: web.Request, extra: dict[str, str]) -> web.Response:
     mode = origin.catalog_mode
     if mode == "off":
         return _json(404, {"error": "not found"}, extra)

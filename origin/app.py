@@ -20,14 +20,17 @@ from typing import Any
 
 from aiohttp import web
 
-from origin import api
+from origin.api import CatalogAPI
 from origin.cache import EntryCache
 from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
 from origin.representation import Kind, classify
 from origin.respond import Aborted, respond
+from origin.s3source import S3Source
 from origin.signing import redact, verify
 from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
-from tonearm.config import Config
+from tonearm.core.backends import open_storage
+from tonearm.core.config import Config
+from tonearm.core.s3storage import S3Storage
 
 __all__ = ("make_app", "ORIGIN")
 
@@ -65,10 +68,10 @@ class Origin:
         self.local = LocalSource(cfg.storage.root / "published", STATIC_ROOT, self.cache, ocfg.manifest_ttl)
         # A file is held whole only if many fit in the budget; cache_mb = 0 streams every body from disk.
         self.local.max_cached_file = min(MAX_CACHED_FILE, max(0, ocfg.cache_mb) * 1024 * 1024 // 16)
-        if source is None and cfg.storage.backend == "s3":
-            from origin.s3source import S3Source
-
-            source = S3Source(cfg.storage, self.cache, ocfg.manifest_ttl, self.local)
+        if source is None:
+            storage = open_storage(cfg, create=False)  # the one place choosing the backend; the origin adapts
+            if isinstance(storage, S3Storage):
+                source = S3Source(cfg.storage, self.cache, ocfg.manifest_ttl, self.local, client=storage.client)
         self.source: Source = source or self.local
         self.access = AccessLog(ocfg.access_log)
         self.key = ocfg.signing_key
@@ -80,14 +83,12 @@ class Origin:
         # The API has CORS of its own (none by default: the demo page is same-origin), apart from media's.
         self.api_cors_origins = frozenset(ocfg.api_cors_origins)
         self.allow_private_network = ocfg.allow_private_network
-        self.catalog_mode = ocfg.catalog
-        self.catalog_key = ocfg.catalog_key
         # Connections that have not started a request yet -> their header_timeout timer (filled by
         # origin.server.Acceptor; a request that reaches the handler disarms its connection's timer).
         self.first_request_timers: dict[Any, asyncio.TimerHandle] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
-        self.catalog: Any = None  # opened lazily, in an executor (sqlite is blocking)
+        self.api = CatalogAPI(cfg)
 
     # -- the one handler -------------------------------------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Origin:
                 return "other", _text(404, "not found\n", extra)
             return await self._static(request, m.group(1), extra)
         if path.startswith("/api/"):
-            return "api", await api.handle(self, request, extra)
+            return "api", await self.api.handle(request, extra)
         if path == "/healthz":
             return "health", _text(200, "ok\n", {**extra, "Cache-Control": "no-store"})
         if path == "/readyz":

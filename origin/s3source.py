@@ -18,9 +18,9 @@ from aiohttp import web
 from origin.cache import EntryCache
 from origin.representation import Entry, Kind, make_entry
 from origin.sources import REVALIDATE_S, Body, Scope, content_type_of
-from tonearm.config import StorageConfig
-from tonearm.s3storage import make_client, object_key
-from tonearm.storage import DESCRIPTOR
+from tonearm.core.config import StorageConfig
+from tonearm.core.s3storage import make_client, object_key
+from tonearm.core.storage import DESCRIPTOR
 
 __all__ = ("S3Source",)
 

@@ -21,7 +21,10 @@ import sys
 import tempfile
 from typing import Any
 
-from tonearm.config import Config
+from aiohttp import web
+
+from origin.app import ORIGIN, make_app
+from tonearm.core.config import Config
 
 __all__ = ("serve",)
 
@@ -40,9 +43,6 @@ def _event_loop_policy() -> str:
 
 
 async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any = None) -> None:
-    from aiohttp import web
-
-    from origin.app import ORIGIN, make_app
 
     ocfg = cfg.origin
     app = make_app(cfg)

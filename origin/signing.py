@@ -22,8 +22,9 @@ import re
 import time
 from typing import Any
 
-from tonearm.config import Config, ConfigError
-from tonearm.storage import DESCRIPTOR, is_asset_id
+from tonearm.core.backends import open_storage
+from tonearm.core.config import Config, ConfigError
+from tonearm.core.storage import DESCRIPTOR, is_asset_id
 
 __all__ = ("sign", "verify", "redact", "expiry_for", "parse_ttl", "manifest_map", "playback_paths", "playback_urls")
 
@@ -136,8 +137,6 @@ def _descriptor(cfg: Config, asset_id: str) -> dict[str, Any] | None:
         if cfg.storage.backend == "local":
             path = cfg.storage.root / "published" / asset_id / DESCRIPTOR
             return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
-        from tonearm.storage import open_storage
-
         return open_storage(cfg).read_descriptor(asset_id)
     except Exception:  # unreadable from here: the standard manifest names still work
         return None

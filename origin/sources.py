@@ -27,7 +27,7 @@ from aiohttp import web
 
 from origin.cache import EntryCache
 from origin.representation import STATIC_COMPRESSIBLE, Entry, Kind, make_entry, static_type
-from tonearm.storage import DESCRIPTOR
+from tonearm.core.storage import DESCRIPTOR
 
 __all__ = ("Body", "Scope", "Source", "LocalSource", "REVALIDATE_S", "MAX_CACHED_FILE")
 

@@ -1,6 +1,6 @@
 """PACKAGER stage: encoder MP4s -> CMAF init segments, fragments and segment indexes.
 
-``package()`` is the stage's one entry point (see tonearm.pipeline); segments
+``package()`` is the stage's one entry point (see tonearm.app.pipeline); segments
 are announced to a listener as they are written, shaka-packager style.
 """
 

@@ -24,10 +24,10 @@ from packager import cmaf
 from packager.codecs import describe
 from packager.demux import Track, read_track
 from packager.errors import PackagerError
-from tonearm.config import LadderConfig
+from tonearm.core.config import LadderConfig
 from tonearm.core.layouts import INIT_NAME, LAYOUTS, RESERVED_RUNG_NAMES, SEGMENT_TEMPLATE
 from tonearm.core.layouts import layout as layout_named
-from tonearm.model import EncodedRendition, PackagedRendition, SegmentEvent
+from tonearm.core.model import EncodedRendition, PackagedRendition, SegmentEvent
 
 Listener = Callable[[SegmentEvent], None]
 

@@ -16,7 +16,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tonearm.storage import DESCRIPTOR
+from tonearm.core.storage import DESCRIPTOR
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 SECRET = b"TOP-SECRET-tonearm-must-never-serve-this-0123456789"
@@ -100,8 +100,8 @@ def plant_secrets(data_root: Path) -> list[Path]:
 
 def publish_real_asset(data_root: Path, *, seconds: float = 6.0) -> str:
     """Run the real pipeline (ingest, transcode, packager, manifests, publish) on a short master."""
-    from tonearm.config import load
-    from tonearm.pipeline import Context, process
+    from tonearm.app.pipeline import Context, process
+    from tonearm.core.config import load
 
     master = data_root.parent / "master.flac"
     subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",

@@ -18,8 +18,8 @@ from pymp4.parser import Box as P4Box
 
 from manifests import write_manifests
 from packager import package
-from tonearm.config import LadderConfig
-from tonearm.model import EncodedRendition, Loudness, MasterInfo, PackagedRendition, Rung
+from tonearm.core.config import LadderConfig
+from tonearm.core.model import EncodedRendition, Loudness, MasterInfo, PackagedRendition, Rung
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 FFPROBE = shutil.which("ffprobe") or "ffprobe"

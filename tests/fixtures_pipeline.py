@@ -17,11 +17,11 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urljoin
 
 import m3u8
+from fixtures_transcode import default_sample_duration, fragment_durations, parse_sidx
 from mpegdash.parser import MPEGDASHParser
 
-from fixtures_transcode import default_sample_duration, fragment_durations, parse_sidx
-from tonearm.config import Config, load
-from tonearm.pipeline import Context, JobResult, Outcome, process
+from tonearm.app.pipeline import Context, JobResult, Outcome, process
+from tonearm.core.config import Config, load
 
 
 def pipeline_config(data: Path, *, ffmpeg: str = "", **ladder: Any) -> Config:

@@ -24,10 +24,10 @@ from typing import Any, Iterator
 
 import pytest
 
-from tonearm.config import Config, LadderConfig, StorageConfig
-from tonearm.ffmpeg import locate, run
-from tonearm.pipeline import Context, process
-from tonearm.storage import DESCRIPTOR
+from tonearm.app.pipeline import Context, process
+from tonearm.core.config import Config, LadderConfig, StorageConfig
+from tonearm.core.ffmpeg import locate, run
+from tonearm.core.storage import DESCRIPTOR
 
 PLAYERS_DIR = Path(__file__).parent / "players"
 CHROMIUM = os.environ.get("TONEARM_CHROMIUM", "/usr/bin/chromium")
@@ -134,7 +134,7 @@ def running_origin(data: Path, log: Path) -> Iterator[str]:
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "tonearm.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)],
             stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:

@@ -206,7 +206,7 @@ def start_origin(data_dir: str | os.PathLike[str], *, workers: int = 1, port: in
     work = Path(tmp.name)
     p = port or free_port()
     log_path = work / "origin.log"
-    argv = [PYTHON, "-m", "tonearm.cli", "--data", str(data_dir)]
+    argv = [PYTHON, "-m", "tonearm.app.cli", "--data", str(data_dir)]
     if config:
         argv += ["--config", config]
     argv += ["serve", "--host", "127.0.0.1", "--port", str(p), "--workers", str(workers), *extra_args]

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tonearm.ffmpeg import FfmpegInfo, locate
-from tonearm.model import Loudness, MasterInfo, Tags
+from tonearm.core.ffmpeg import FfmpegInfo, locate
+from tonearm.core.model import Loudness, MasterInfo, Tags
 
 
 def _imageio_ffmpeg() -> str:

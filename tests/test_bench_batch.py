@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 from fixtures_ingest import copy, make
-from tonearm.batch import process_many
-from tonearm.config import load
-from tonearm.pipeline import Outcome
+
+from tonearm.app.batch import process_many
+from tonearm.app.pipeline import Outcome
+from tonearm.core.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -19,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def tonearm(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tonearm.cli", "--data", str(data), *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=240)
 
 

@@ -16,10 +16,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
-from benchmarks.servers import Edge, nginx_binary, render_edge_config
 from fixtures_origin import add_big_media, make_ffmpeg_asset
 from fixtures_servers import start_origin
+
+from benchmarks.servers import Edge, nginx_binary, render_edge_config
 from origin.signing import sign
 
 KEY = "edge-test-key-0123456789abcdef0123"

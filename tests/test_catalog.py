@@ -4,8 +4,8 @@ import multiprocessing
 import time
 from pathlib import Path
 
-from tonearm.catalog import Catalog, Claim
-from tonearm.model import AssetState
+from tonearm.core.catalog import Catalog, Claim
+from tonearm.core.model import AssetState
 
 AID = "a" * 64
 

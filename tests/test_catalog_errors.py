@@ -15,14 +15,14 @@ import sqlite3
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from conftest import mount_tmpfs
 from fixtures_ingest import make
-from tonearm.catalog import Catalog, CatalogError
-from tonearm.model import AssetState
+
+from tonearm.core.catalog import Catalog
+from tonearm.core.catalog_errors import CatalogError
+from tonearm.core.model import AssetState
 
 ROOT = Path(__file__).resolve().parent.parent
 TONEARM = Path(sys.executable).with_name("tonearm")  # the installed console script, as a user runs it

@@ -18,14 +18,15 @@ from typing import Any
 
 import boto3
 import pytest
-
 from fixtures_ingest import make
 from fixtures_pipeline import pipeline_config, publish
 from fixtures_servers import S3_ENV, start_moto
-from tonearm.catalog import Catalog, CatalogError
-from tonearm.config import load
-from tonearm.model import AssetState
-from tonearm.storage import LocalStorage
+
+from tonearm.core.catalog import Catalog
+from tonearm.core.catalog_errors import CatalogError
+from tonearm.core.config import load
+from tonearm.core.model import AssetState
+from tonearm.core.storage import LocalStorage
 
 ROOT = Path(__file__).resolve().parent.parent
 TONEARM = Path(sys.executable).with_name("tonearm")
@@ -177,7 +178,7 @@ def test_rebuild_of_a_readable_catalog_keeps_its_other_rows(data, ingested):
 
 
 def test_rebuild_api_returns_what_it_did(data, ingested):
-    from tonearm.catalog import rebuild
+    from tonearm.core.catalog_rebuild import rebuild
 
     catalog = data / "catalog.sqlite3"
     catalog.write_bytes(b"SQLite format 3\0" + b"\xff" * 200)
@@ -208,8 +209,8 @@ def moto():
 
 
 def test_rebuild_from_s3(moto, tmp_path):
-    from tonearm.pipeline import Context, Outcome, process
-    from tonearm.s3storage import S3Storage
+    from tonearm.app.pipeline import Context, Outcome, process
+    from tonearm.core.s3storage import S3Storage
 
     root = tmp_path / "root"
     storage = {"backend": "s3", "root": str(root), "s3_bucket": BUCKET, "s3_endpoint_url": moto.base_url,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tonearm.config import ConfigError, load
+from tonearm.core.config import ConfigError, load
 
 
 def test_defaults_are_the_documented_ladder() -> None:

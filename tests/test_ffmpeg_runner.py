@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tonearm.ffmpeg import FfmpegError, FfmpegNotFound, FfmpegTimeout, locate, run, run_async
+from tonearm.core.ffmpeg import FfmpegError, FfmpegNotFound, FfmpegTimeout, locate, run, run_async
+
 
 def sleeper(pidfile: Path) -> list[str]:
     """A child that records its pid and then hangs, like a stuck encoder."""
@@ -44,7 +45,7 @@ def test_locate_prefers_config_and_reports_what_it_tried(tmp_path: Path) -> None
 
 
 def test_locate_reports_missing(monkeypatch: pytest.MonkeyPatch) -> None:
-    import tonearm.ffmpeg as mod
+    import tonearm.core.ffmpeg as mod
 
     monkeypatch.setattr(mod, "_candidates", lambda configured: [("/nonexistent/ffmpeg", "config")])
     locate.cache_clear()
@@ -97,7 +98,7 @@ def test_child_dies_with_a_killed_worker(tmp_path: Path) -> None:
     pidfile = tmp_path / "pid"
     worker = subprocess.Popen([
         sys.executable, "-c",
-        "import sys; from tonearm.ffmpeg import run; run(sys.argv[1:], timeout=60)", *sleeper(pidfile),
+        "import sys; from tonearm.core.ffmpeg import run; run(sys.argv[1:], timeout=60)", *sleeper(pidfile),
     ])
     deadline = time.monotonic() + 20
     while not (pidfile.exists() and pidfile.read_text()) and time.monotonic() < deadline:

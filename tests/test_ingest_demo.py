@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from ingest import content_id, inspect
-from tonearm.demo import FILENAME, TAGS, cover_png, write_demo_master
-from tonearm.ffmpeg import locate
+from tonearm.app.demo import FILENAME, TAGS, cover_png, write_demo_master
+from tonearm.core.ffmpeg import locate
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -60,7 +60,7 @@ def test_cover_is_a_valid_png(tmp_path):
 
 
 def test_demo_command_prints_the_path(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "tonearm.cli", "--data", str(tmp_path / "data"), "demo",
+    proc = subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--data", str(tmp_path / "data"), "demo",
                            "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert Path(proc.stdout.strip()) == tmp_path / "out" / FILENAME

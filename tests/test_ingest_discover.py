@@ -19,13 +19,13 @@ import tempfile
 from pathlib import Path
 
 import pytest
-
 from fixtures_ingest import make
+
 from ingest import Rejected, content_id
 from ingest.discover import discover
 from ingest.identity import quarantine_id
-from tonearm.config import load
-from tonearm.pipeline import Context, Outcome, process
+from tonearm.app.pipeline import Context, Outcome, process, reject_unread
+from tonearm.core.config import load
 
 NOBODY = 65534
 
@@ -129,7 +129,7 @@ def test_discovery_rejections_are_quarantined_as_reasons_only(tmp_path):
     (root / "escape.flac").symlink_to(outside)
     os.mkfifo(root / "pipe.wav")
     ctx = ctx_for(tmp_path / "data")
-    results = [item.rejected(ctx) for item in discover([root, tmp_path / "missing.wav"]) if item.error]
+    results = [reject_unread(ctx, item.path, item.error) for item in discover([root, tmp_path / "missing.wav"]) if item.error]
     assert [(r.outcome, r.error.code) for r in results] == [
         (Outcome.QUARANTINED, "symlink_outside_input"), (Outcome.QUARANTINED, "not_a_file"),
         (Outcome.QUARANTINED, "not_found")]
@@ -146,7 +146,7 @@ def test_discovery_rejections_are_quarantined_as_reasons_only(tmp_path):
     assert (root / "escape.flac").is_symlink() and outside.read_bytes() == b"private bytes"
     # a second run rewrites the same records: still three
     for item in discover([root, tmp_path / "missing.wav"]):
-        item.rejected(ctx)
+        reject_unread(ctx, item.path, item.error)
     assert sorted(p.name for p in quarantine.iterdir()) == folders
 
 

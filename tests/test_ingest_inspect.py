@@ -13,13 +13,13 @@ import math
 from pathlib import Path
 
 import pytest
-
 from fixtures_ingest import FORMATS, LOSSY, TEST_TAGS, ffmpeg, make, sine_source, tag_with_mutagen
+
 from ingest import content_id, inspect
 from ingest.inspect import allowed_container
 from ingest.probe import probe_with_ffmpeg, probe_with_pyav
-from tonearm.demo import cover_png
-from tonearm.ffmpeg import locate
+from tonearm.app.demo import cover_png
+from tonearm.core.ffmpeg import locate
 
 SECONDS = 4.0  # loudness range needs >= 4 s (ingest.inspect.MIN_LRA_SECONDS)
 ONE_CHANNEL_LUFS = -20.0 - 3.01  # BS.1770-4: 0 dBFS 1 kHz sine in one channel reads -3.01 LKFS

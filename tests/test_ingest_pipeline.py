@@ -14,13 +14,13 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from fixtures_ingest import copy, make, patch_wav_data_size, truncate
+
 from ingest import content_id
-from tonearm.catalog import Catalog
-from tonearm.config import load
-from tonearm.model import AssetState
-from tonearm.pipeline import Context, Outcome, process
+from tonearm.app.pipeline import Context, Outcome, process
+from tonearm.core.catalog import Catalog
+from tonearm.core.config import load
+from tonearm.core.model import AssetState
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -32,7 +32,7 @@ def ctx_for(data: Path) -> Context:
 def tonearm(data: Path, *args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tonearm.cli", "--data", str(data), *args], cwd=cwd or ROOT,
+    return subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), *args], cwd=cwd or ROOT,
                           env=env, capture_output=True, text=True, timeout=240)
 
 
@@ -91,7 +91,7 @@ def test_quarantine_keeps_a_copy_and_a_reason_for_each_kind(tmp_path):
                                   "--help.flac", "file:colon.flac"])
 def test_awkward_names(tmp_path, name):
     from ingest import inspect
-    from tonearm.ffmpeg import locate
+    from tonearm.core.ffmpeg import locate
 
     path = make(tmp_path, name, "flac", seconds=1)
     info = inspect(path, asset_id=content_id(path), ffmpeg=locate(), timeout=60)
@@ -164,7 +164,7 @@ def test_same_bytes_twice_at_once_yield_one_asset(tmp_path):
     data = tmp_path / "data"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     env["PYTHONPATH"] = str(ROOT)
-    procs = [subprocess.Popen([sys.executable, "-m", "tonearm.cli", "--data", str(data), "ingest", "--json", str(p)],
+    procs = [subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "ingest", "--json", str(p)],
                               cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
              for p in (good, twin)]
     outs = [p.communicate(timeout=240) for p in procs]

@@ -7,12 +7,12 @@ import random
 from pathlib import Path
 
 import pytest
-
 from fixtures_ingest import copy, ffmpeg, make, patch_wav_data_size, sine_source, truncate
+
 from ingest import ERROR_CODES, Rejected, content_id, inspect
 from ingest.errors import EMPTY_FILE, TOO_LARGE
 from ingest.identity import quarantine_id
-from tonearm.ffmpeg import locate
+from tonearm.core.ffmpeg import locate
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,8 @@ def test_too_large_is_configurable(tmp_path, monkeypatch):
 
 
 def test_too_large_comes_from_config_and_is_quarantined(tmp_path):
-    from tonearm.config import load
-    from tonearm.pipeline import Context, Outcome, process
+    from tonearm.app.pipeline import Context, Outcome, process
+    from tonearm.core.config import load
 
     path = make(tmp_path, "big", "wav", seconds=1)
     cfg = load(env={"TONEARM_INGEST_MAX_BYTES": "1000", "TONEARM_DATA": str(tmp_path / "data")})
@@ -180,7 +180,7 @@ def test_error_codes_are_documented():
 
     for code in ERROR_CODES:
         assert f"``{code}``" in errors.__doc__
-    from tonearm.ffmpeg import FfmpegError, FfmpegNotFound, FfmpegTimeout
+    from tonearm.core.ffmpeg import FfmpegError, FfmpegNotFound, FfmpegTimeout
 
     assert {FfmpegError.code, FfmpegNotFound.code, FfmpegTimeout.code} <= set(ERROR_CODES)
 

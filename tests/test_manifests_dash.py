@@ -7,9 +7,8 @@ import subprocess
 from fractions import Fraction
 
 import pytest
+from fixtures_packager import FFMPEG, ffprobe, measured_media, p4_boxes, pk
 from mpegdash.parser import MPEGDASHParser
-
-from fixtures_packager import pk, FFMPEG, ffprobe, measured_media, p4_boxes
 
 PROFILES = {"segmented": "urn:mpeg:dash:profile:isoff-live:2011",
             "single": "urn:mpeg:dash:profile:isoff-on-demand:2011"}

@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from fixtures_origin import asset_id_for, make_ffmpeg_asset
+
 from origin.app import make_app
 from origin.signing import verify
-from tonearm.catalog import Catalog
-from tonearm.config import Config, OriginConfig, StorageConfig
-from tonearm.model import AssetState
+from tonearm.core.catalog import Catalog
+from tonearm.core.config import Config, OriginConfig, StorageConfig
+from tonearm.core.model import AssetState
 
 SIGNING_KEY = "api-signing-key-0123456789abcdef0123456789"
 CATALOG_KEY = "api-catalog-key-0123456789abcdef0123456789"

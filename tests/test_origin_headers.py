@@ -13,10 +13,10 @@ import re
 
 import pytest
 from aiohttp import web
-
 from fixtures_origin import make_ffmpeg_asset
+
 from origin.app import ORIGIN, make_app
-from tonearm.config import Config, OriginConfig, StorageConfig
+from tonearm.core.config import Config, OriginConfig, StorageConfig
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 

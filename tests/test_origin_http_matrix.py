@@ -16,7 +16,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-
 from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import start_nginx, start_origin
 

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_origin import add_big_media, make_ffmpeg_asset
 from fixtures_servers import start_origin
 

@@ -14,9 +14,9 @@ import socket
 import time
 
 import pytest
-
 from fixtures_origin import SECRET, asset_id_for, make_ffmpeg_asset, plant_secrets
 from fixtures_servers import start_origin
+
 from origin.signing import sign
 
 KEY = "test-signing-key-0123456789abcdef0123"

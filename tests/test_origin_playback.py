@@ -17,12 +17,12 @@ import time
 
 import boto3
 import pytest
-
 from fixtures_origin import publish_real_asset
 from fixtures_servers import S3_ENV, start_moto, start_origin
+
 from origin.signing import sign
-from tonearm.config import load
-from tonearm.pipeline import Context, process
+from tonearm.app.pipeline import Context, process
+from tonearm.core.config import load
 
 FFMPEG = shutil.which("ffmpeg") or "ffmpeg"
 KEY = "playback-key-0123456789abcdef0123456789"

@@ -16,14 +16,14 @@ from pathlib import Path
 
 import boto3
 import pytest
-
 from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import S3_ENV, start_moto, start_origin
-from origin.app import ORIGIN, make_app
 from test_origin_http_matrix import CASES, check_bytes, fill, parse_multipart, request
-from tonearm.config import Config, StorageConfig
-from tonearm.s3storage import S3Storage, object_key
-from tonearm.storage import DESCRIPTOR, publish_order
+
+from origin.app import ORIGIN, make_app
+from tonearm.core.config import Config, StorageConfig
+from tonearm.core.s3storage import S3Storage, object_key
+from tonearm.core.storage import DESCRIPTOR, publish_order
 
 BUCKET = "tonearm-test"
 

@@ -7,12 +7,12 @@ from urllib.parse import urljoin, urlsplit
 
 import m3u8
 import pytest
-
 from fixtures_origin import asset_id_for, make_ffmpeg_asset
+
 from origin.app import make_app
 from origin.signing import parse_ttl, sign, verify
-from tonearm.cli import main as cli_main
-from tonearm.config import Config, ConfigError, OriginConfig, StorageConfig
+from tonearm.app.cli import main as cli_main
+from tonearm.core.config import Config, ConfigError, OriginConfig, StorageConfig
 
 KEY = "k3y-for-tests-0123456789abcdef0123456789"
 

@@ -7,13 +7,13 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from fixtures_packager import FFMPEG, RUNGS, encode
+
 from packager import DemuxError, PackagerError, package
 from packager.boxes import BoxError, box, full_box, iter_boxes
 from packager.codecs import CodecError, describe
-from tonearm.config import LadderConfig
-from tonearm.model import EncodedRendition
+from tonearm.core.config import LadderConfig
+from tonearm.core.model import EncodedRendition
 
 
 def _enc(path: Path) -> list[EncodedRendition]:
@@ -91,7 +91,7 @@ def test_codecs_string_follows_the_audio_object_type():
 
 @pytest.mark.parametrize("name", ["single", "master"])
 def test_rung_names_that_collide_with_layout_files_are_rejected(tmp_path, name):
-    from tonearm.model import Rung
+    from tonearm.core.model import Rung
 
     enc = [EncodedRendition(rung=Rung(name=name, codec="aac", bitrate=128_000), path=tmp_path / "x.mp4", channels=2)]
     with pytest.raises(PackagerError, match=f"'{name}' is reserved"):

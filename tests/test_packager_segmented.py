@@ -3,12 +3,20 @@ pymp4 for boxes, ffprobe for packets and decoder configuration, ffmpeg and PyAV 
 
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
-
-from fixtures_packager import (pk, concatenated, decode, elst_entries, ffprobe,
-                               fragments, packets, pyav_frames, segment_files, source)
+from fixtures_packager import (
+    concatenated,
+    decode,
+    elst_entries,
+    ffprobe,
+    fragments,
+    packets,
+    pk,
+    pyav_frames,
+    segment_files,
+    source,
+)
 
 SEGMENT = 307200  # 6.4 s at 48 kHz, the default ladder
 FRAME = {"mp4a.40.2": 1024, "opus": 960}
@@ -107,7 +115,6 @@ def test_listener_hears_every_segment_in_order(pk):
 def test_ffmpeg_9_encoder_output_packages_too(tmp_path):
     """imageio-ffmpeg's 9.x writes different MP4s (movie timescale, FLAC block sizes): package those as well."""
     import imageio_ffmpeg
-
     from fixtures_packager import SMALL_RUNGS, package_master
 
     pk9 = package_master(tmp_path, seconds=3.0, rungs=SMALL_RUNGS, ffmpeg=imageio_ffmpeg.get_ffmpeg_exe())

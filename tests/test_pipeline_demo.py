@@ -11,7 +11,6 @@ from pathlib import Path
 from fixtures_pipeline import OriginServer, decode_every_rung, frames_of, pipeline_config, stream_rungs
 from fixtures_transcode import master_info, system_ffmpeg
 
-
 TONEARM = Path(sys.executable).with_name("tonearm")  # the console script `make run` calls
 
 

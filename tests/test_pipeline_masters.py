@@ -9,14 +9,22 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from mpegdash.parser import MPEGDASHParser
-
 from fixtures_pipeline import (
-    OriginServer, decode_every_rung, frames_of, get, measure_dash, measure_hls_media, pipeline_config, publish,
-    stream_rungs, within,
+    OriginServer,
+    decode_every_rung,
+    frames_of,
+    get,
+    measure_dash,
+    measure_hls_media,
+    pipeline_config,
+    publish,
+    stream_rungs,
+    within,
 )
 from fixtures_transcode import make_master, master_info, system_ffmpeg
-from tonearm.model import Rung
+from mpegdash.parser import MPEGDASHParser
+
+from tonearm.core.model import Rung
 
 MANIFESTS = ("master.m3u8", "manifest.mpd", "single/master.m3u8", "single/manifest.mpd")
 ODD = {

@@ -10,10 +10,19 @@ from urllib.parse import urljoin
 
 import m3u8
 import pytest
-
 from fixtures_pipeline import (
-    SLACK, OriginServer, decode_every_rung, frames_of, get, make_varied_master, measure_dash, measure_hls_media,
-    pipeline_config, publish, stream_rungs, within,
+    SLACK,
+    OriginServer,
+    decode_every_rung,
+    frames_of,
+    get,
+    make_varied_master,
+    measure_dash,
+    measure_hls_media,
+    pipeline_config,
+    publish,
+    stream_rungs,
+    within,
 )
 from fixtures_transcode import BINARIES, master_info
 
@@ -66,7 +75,7 @@ def _known_client_defect(client: str, manifest: str, failing: list[dict], off: d
     one also happens on DASH written by ffmpeg's own muxer; the HLS one is ffmpeg's HTTP byte-range
     reader (it plays the same playlist from disk, and fails the same way against nginx).
     Any other failure stays a failure."""
-    from tonearm.ffmpeg import locate
+    from tonearm.core.ffmpeg import locate
 
     if not failing or int(locate(client).version.lstrip("n").split(".")[0]) < 7:
         return ""

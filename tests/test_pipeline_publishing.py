@@ -17,16 +17,16 @@ from pathlib import Path
 
 import m3u8
 import pytest
+from fixtures_pipeline import make_varied_master, pipeline_config, publish, snapshot
 
 import packager
-from fixtures_pipeline import make_varied_master, pipeline_config, publish, snapshot
-from tonearm.catalog import Catalog
-from tonearm.model import AssetState
-from tonearm.pipeline import Context, Outcome, process
+from tonearm.app.pipeline import Context, Outcome, process
+from tonearm.core.catalog import Catalog
+from tonearm.core.model import AssetState
 
 
 def tonearm(data: Path, *args: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "tonearm.cli", "--data", str(data), *args],
+    return subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), *args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
 
 
@@ -147,8 +147,8 @@ def test_two_concurrent_ingests_make_one_asset_encoded_once(tmp_path: Path, mast
     assert sorted(r["outcome"] for r in records) == ["already_published", "published"]
     assert len({r["asset_id"] for r in records}) == 1
     logs = "".join(err for _, err in results)
-    # -v logs every ffmpeg argv (tonearm.ffmpeg) and every ladder encode (tonearm.transcode)
+    # -v logs every ffmpeg argv (tonearm.core.ffmpeg) and every ladder encode (tonearm.transcode)
     assert logs.count("INFO tonearm.transcode: encoding") == 1, logs
-    assert sum(1 for line in logs.splitlines() if "tonearm.ffmpeg: run:" in line and "asplit" in line) == 1
+    assert sum(1 for line in logs.splitlines() if "tonearm.core.ffmpeg: run:" in line and "asplit" in line) == 1
     assert published_assets(data) == [records[0]["asset_id"]]
     assert Catalog(data / "catalog.sqlite3").count() == 1

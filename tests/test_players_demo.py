@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-
 from fixtures_players import drive, ingest, running_origin
-from tonearm.config import Config, StorageConfig
-from tonearm.demo import write_demo_master
+
+from tonearm.app.demo import write_demo_master
+from tonearm.core.config import Config, StorageConfig
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(180)]
 

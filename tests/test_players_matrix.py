@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from fixtures_players import TONE_TOLERANCE_HZ, Origin, drive, explain, player_origin, scenario, step  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]

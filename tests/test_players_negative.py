@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-
 from fixtures_players import Origin, drive, explain, player_origin, scenario  # noqa: F401
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]

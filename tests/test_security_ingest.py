@@ -22,11 +22,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from fixtures_ingest import ffmpeg, make, patch_wav_data_size, sine_source
-from tonearm.catalog import Catalog, Claim
-from tonearm.config import load
-from tonearm.pipeline import Context, Outcome, process
+
+from tonearm.app.pipeline import Context, Outcome, process
+from tonearm.core.catalog import Catalog, Claim
+from tonearm.core.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -101,8 +101,7 @@ def prober(request, monkeypatch) -> str:
     """Run each case with PyAV and with the ffmpeg fallback prober (what runs without PyAV)."""
     if request.param == "ffmpeg":
         import ingest.probe as probe_module
-
-        from tonearm.ffmpeg import locate
+        from tonearm.core.ffmpeg import locate
 
         monkeypatch.setattr(probe_module, "probe_with_pyav", lambda path, *allowed: probe_module.probe_with_ffmpeg(
             path, *allowed, ffmpeg=locate(), timeout=30))
@@ -143,11 +142,12 @@ def test_a_playlist_naming_real_outside_audio_publishes_nothing(tmp_path, prober
 
 
 def test_every_ffmpeg_run_on_a_master_forces_its_demuxer_and_file_protocol(tmp_path):
-    from ingest.decode import decode_argv
-    from tonearm.config import LadderConfig
-    from tonearm.ffmpeg import locate
-    from transcode.encode import build_command
     from fixtures_transcode import master_info
+
+    from ingest.decode import decode_argv
+    from tonearm.core.config import LadderConfig
+    from tonearm.core.ffmpeg import locate
+    from transcode.encode import build_command
 
     ff = locate()
     master = make(tmp_path, "m", "m4a", seconds=1)
@@ -168,6 +168,7 @@ def _with_demuxer(info, demuxer):
 
 def test_a_master_swapped_after_hashing_publishes_the_hashed_bytes(tmp_path, monkeypatch):
     import ingest
+    from tonearm.app import pipeline
 
     first = make(tmp_path, "first", "flac", seconds=2)
     other = make(tmp_path, "other", "flac", seconds=3)
@@ -178,7 +179,7 @@ def test_a_master_swapped_after_hashing_publishes_the_hashed_bytes(tmp_path, mon
         os.replace(other, path)  # the attacker wins the race right after hashing
         return digest
 
-    monkeypatch.setattr(ingest, "content_id", hash_then_swap)
+    monkeypatch.setattr(pipeline, "content_id", hash_then_swap)
     data = tmp_path / "data"
     result = process(ctx_for(data), first)
     assert result.outcome is Outcome.PUBLISHED and result.asset_id == first_id
@@ -285,7 +286,7 @@ def test_a_job_longer_than_its_lease_keeps_its_claim_and_its_staging(tmp_path):
             assert claim is Claim.BUSY
             seen_busy += 1
             # ...and its clean-up of stale staging must leave the live job's folder alone.
-            from tonearm.catalog import owner_alive
+            from tonearm.core.catalog import owner_alive
 
             ctx.storage.clean_stale_staging(asset_id, owner_alive)
             assert all(p.exists() for p in live)
@@ -298,7 +299,7 @@ def test_a_job_longer_than_its_lease_keeps_its_claim_and_its_staging(tmp_path):
 def _tonearm(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     env["PYTHONPATH"] = str(ROOT)
-    return subprocess.run([sys.executable, "-m", "tonearm.cli", "--data", str(data), *args], cwd=ROOT, env=env,
+    return subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), *args], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=300)
 
 

@@ -11,7 +11,7 @@ from fixtures_origin import make_ffmpeg_asset
 
 from origin.app import ORIGIN, make_app
 from origin.observe import AccessLog
-from tonearm.config import Config, OriginConfig, StorageConfig
+from tonearm.core.config import Config, OriginConfig, StorageConfig
 
 
 def _request(i: int) -> SimpleNamespace:

@@ -19,9 +19,9 @@ from fixtures_origin import asset_id_for, make_ffmpeg_asset
 
 from origin.app import make_app
 from origin.signing import verify
-from tonearm.catalog import Catalog
-from tonearm.config import Config, ConfigError, OriginConfig, StorageConfig, load
-from tonearm.model import AssetState
+from tonearm.core.catalog import Catalog
+from tonearm.core.config import Config, ConfigError, OriginConfig, StorageConfig, load
+from tonearm.core.model import AssetState
 
 SIGNING_KEY = "catalog-tests-signing-key-0123456789abcdef"
 CATALOG_KEY = "catalog-tests-bearer-key-fedcba9876543210"

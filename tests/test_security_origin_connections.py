@@ -185,7 +185,7 @@ def start_with_fd_limit(data: Path) -> ServerProcess:
     work = Path(tmp.name)
     port = free_port()
     log_path = work / "origin.log"
-    argv = [PYTHON, "-m", "tonearm.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port),
+    argv = [PYTHON, "-m", "tonearm.app.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port),
             "--workers", "1"]
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=log, cwd=REPO, start_new_session=True,
@@ -242,7 +242,7 @@ def test_running_out_of_descriptors_backs_off_instead_of_spinning(data):
 
 
 def test_connection_settings_defaults_and_validation():
-    from tonearm.config import ConfigError, load
+    from tonearm.core.config import ConfigError, load
 
     o = load(env={}).origin
     assert (o.keepalive_timeout, o.header_timeout, o.max_connections) == (75.0, 60.0, 4096)

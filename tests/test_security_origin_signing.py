@@ -13,8 +13,8 @@ from fixtures_origin import asset_id_for, make_ffmpeg_asset
 
 from origin.app import make_app
 from origin.signing import TOKEN_RE, sign, verify
-from tonearm.cli import main as cli_main
-from tonearm.config import Config, ConfigError, OriginConfig, StorageConfig, load
+from tonearm.app.cli import main as cli_main
+from tonearm.core.config import Config, ConfigError, OriginConfig, StorageConfig, load
 
 KEY = "security-signing-tests-key-0123456789abcdef"
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from tonearm.storage import DESCRIPTOR, LocalStorage, publish_order
+from tonearm.core.storage import DESCRIPTOR, LocalStorage, publish_order
 
 
 def test_publish_is_atomic_and_idempotent(tmp_path: Path) -> None:

@@ -12,14 +12,21 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fixtures_transcode import (
+    decode,
+    ffmpeg_bin,
+    ffprobe_json,
+    make_master,
+    master_info,
+    sine_snr_db,
+    tone_level_db,
+    top_level_boxes,
+)
 
 import transcode.encode
-from fixtures_transcode import (
-    decode, ffmpeg_bin, ffprobe_json, make_master, master_info, sine_snr_db, tone_level_db, top_level_boxes,
-)
-from tonearm.config import LadderConfig
-from tonearm.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
-from tonearm.model import Rung
+from tonearm.core.config import LadderConfig
+from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
+from tonearm.core.model import Rung
 from transcode import MissingEncoder, build_command, encode_ladder
 from transcode.channels import CENTER_MIX, SURROUND_MIX
 

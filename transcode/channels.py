@@ -24,7 +24,7 @@ rung forces 2 channels) puts the mono signal on both sides at -3 dB.
 from __future__ import annotations
 
 from tonearm.core.codecs import codec
-from tonearm.model import Rung
+from tonearm.core.model import Rung
 
 CENTER_MIX = 0.7071  # -3 dB, ITU-R BS.775 Table 2
 SURROUND_MIX = 0.7071  # -3 dB

@@ -27,10 +27,10 @@ from pathlib import Path
 
 import ffmpeg as ffmpeg_python
 
-from tonearm.config import LadderConfig
 from tonearm.core.codecs import codec
-from tonearm.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run
-from tonearm.model import EncodedRendition, MasterInfo, Rung
+from tonearm.core.config import LadderConfig
+from tonearm.core.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run
+from tonearm.core.model import EncodedRendition, MasterInfo, Rung
 from transcode.channels import remix_options, target_channels
 from transcode.resampler import resample_options
 
@@ -87,7 +87,7 @@ def build_command(
     # resampler rescales the master's timestamps with rounding, which otherwise reaches the
     # encoders as +-1 tick jitter (1023/1025-tick AAC frames in stts) and moves segment
     # boundaries; a master with offset or gappy timestamps also becomes one run from 0.
-    # The master's demuxer is forced and only file: is allowed (tonearm.ffmpeg.master_input's rule), and
+    # The master's demuxer is forced and only file: is allowed (tonearm.core.ffmpeg.master_input's rule), and
     # reading stops at the validated duration: the encoders never run past what ingest measured.
     resampled = (
         ffmpeg_python.input("file:" + str(Path(master).absolute()), f=info.demuxer,

@@ -24,7 +24,7 @@ from typing import Sequence
 from tonearm.core.codecs import needed_encoders
 from tonearm.core.errors import TonearmError
 
-log = logging.getLogger("tonearm.ffmpeg")
+log = logging.getLogger("tonearm.core.ffmpeg")
 
 # The only protocol an open of a master may use: a demuxer must never reach another file's URL.
 MASTER_PROTOCOLS = "file"

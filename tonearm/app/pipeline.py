@@ -4,7 +4,7 @@
                 -> manifests.write_manifests -> storage.publish
 
 Each stage is a package of its own and speaks only the plain types in
-``tonearm.model``.  The catalog lease makes the job idempotent: the same bytes
+``tonearm.core.model``.  The catalog lease makes the job idempotent: the same bytes
 ingested twice, or at once from two processes, become one asset and are
 encoded once; a crashed job's lease expires and the next run starts over from
 a fresh staging directory (nothing was visible, so nothing is half-published).
@@ -23,23 +23,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tonearm.catalog import (
-    Catalog,
-    CatalogError,
-    Claim,
-    LeaseKeeper,
-    LeaseLost,
-    default_owner,
-    filesystem_of,
-    owner_alive,
-)
-from tonearm.config import Config
+from ingest import Rejected, content_id, inspect
+from ingest.names import printable
+from manifests import write_manifests
+from packager import package
+from tonearm.core.backends import open_storage
+from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
+from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.config import Config
 from tonearm.core.errors import TonearmError
-from tonearm.ffmpeg import locate
-from tonearm.model import AssetState, JobError, MasterInfo
-from tonearm.storage import DESCRIPTOR, Storage, open_storage, write_json_atomic
+from tonearm.core.ffmpeg import locate
+from tonearm.core.model import AssetState, JobError, MasterInfo
+from tonearm.core.storage import DESCRIPTOR, Storage, write_json_atomic
+from transcode import encode_ladder
 
-log = logging.getLogger("tonearm.pipeline")
+log = logging.getLogger("tonearm.app.pipeline")
 
 
 class Outcome(str, enum.Enum):
@@ -93,8 +91,6 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult
     The master is copied into storage as it is hashed (one read of one open file), and every later
     stage reads only that copy: what is published is always the audio of the bytes that were hashed.
     """
-    from ingest import Rejected, content_id  # stages are imported where they are used
-    from ingest.names import printable
 
     t0 = time.monotonic()
     source = printable(path)
@@ -121,12 +117,14 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult
         received.unlink(missing_ok=True)
 
 
+def reject_unread(ctx: Context, path: Path, error: JobError) -> JobResult:
+    """Record a rejection made before the file was read (``ingest.discover``): the reason, no bytes."""
+    return _quarantine(ctx, printable(path), None, None, error, time.monotonic())
+
+
 def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: str, lease: LeaseKeeper,
              t0: float) -> JobResult:
     """Validate our copy, keep it, build and publish the asset, all under a live lease."""
-    from ingest import Rejected, inspect
-    from ingest.names import printable
-
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
         try:
@@ -164,8 +162,6 @@ def _suffix(path: Path) -> str:
 
 def _disk_error(exc: OSError, where: Path | None) -> JobError:
     """An OSError of our own storage as a job error that says what to do."""
-    from ingest.names import printable
-
     name = printable(exc.filename or where or "the data directory")
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         where_fs = filesystem_of(exc.filename or where or ".")
@@ -177,9 +173,6 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
 
 def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper) -> dict[str, Any]:
     """Encode, package and write manifests in staging, then publish in one step (if the lease still holds)."""
-    from manifests import write_manifests
-    from packager import package
-    from transcode import encode_ladder
 
     cfg = ctx.cfg
     if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update

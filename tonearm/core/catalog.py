@@ -8,13 +8,12 @@ crashed) can be taken over, and the job resumes from a clean staging dir.
 A catalog that cannot be used (not a database, truncated, another schema, a
 directory in its place) or cannot be written (a full disk) raises
 ``CatalogError``, whose message names the file and what to do.  The catalog is
-derived data: ``rebuild`` recreates it from the published descriptors.
+derived data: ``tonearm.core.catalog_rebuild`` recreates it from the published descriptors.
 """
 
 from __future__ import annotations
 
 import enum
-import errno
 import functools
 import json
 import os
@@ -27,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
+from tonearm.core.catalog_errors import CatalogError, translate_error
 from tonearm.core.errors import TonearmError
-from tonearm.model import AssetState
+from tonearm.core.model import AssetState
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS assets (
@@ -47,98 +47,6 @@ CREATE INDEX IF NOT EXISTS assets_created ON assets(created_at);
 
 FINAL_STATES = {AssetState.PUBLISHED, AssetState.QUARANTINED}
 COLUMNS = ("id", "state", "source_name", "info", "error", "owner", "lease_until", "created_at", "updated_at")
-REBUILD_HINT = "run 'tonearm catalog rebuild' to move it aside and recreate it from the published assets"
-
-
-class CatalogError(TonearmError, ValueError, sqlite3.DatabaseError):
-    """The catalog file cannot be used; the message names the file and says what to do.
-
-    ``code`` is stable: ``catalog_unreadable`` (not a database, corrupt, another schema, a
-    directory in its place) here, ``disk_full`` in ``CatalogFull``.  It is also a
-    ``sqlite3.DatabaseError``, so code that tolerates SQLite errors keeps doing so.
-    """
-
-    code = "catalog_unreadable"
-
-    def __init__(self, path: Path | str, reason: str, hint: str = REBUILD_HINT) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        self.hint = hint
-        super().__init__(self._message())
-
-    def _message(self) -> str:
-        return f"catalog {self.path} is unreadable ({self.reason}): {self.hint}"
-
-    def __reduce__(self) -> tuple[Any, ...]:  # picklable: worker processes hand it to the parent
-        return (type(self), (self.path, self.reason, self.hint))
-
-
-class CatalogFull(CatalogError):
-    """No space left on the filesystem holding the catalog (SQLITE_FULL, ENOSPC, no inode left)."""
-
-    code = "disk_full"
-
-    def _message(self) -> str:
-        return (f"catalog {self.path} cannot be written: the disk is full ({self.reason}): "
-                f"free space on {filesystem_of(self.path)} and run again")
-
-
-def filesystem_of(path: Path | str) -> Path:
-    """The mount point of the filesystem that holds (or would hold) ``path`` (symlinks followed)."""
-    p = Path(os.path.realpath(path))
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    while not os.path.ismount(p) and p != p.parent:
-        p = p.parent
-    return p
-
-
-def out_of_space(path: Path | str, *, margin: int = 128 * 1024) -> bool:
-    """True when the filesystem holding ``path`` has (almost) no block or no inode left."""
-    try:
-        st = os.statvfs(filesystem_of(path))
-    except OSError:
-        return False
-    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail  # root may use the reserved blocks
-    return free * st.f_frsize < margin or (st.f_files > 0 and st.f_favail == 0)
-
-
-def _translate(path: Path, exc: BaseException) -> CatalogError | None:
-    """The ``CatalogError`` an SQLite or OS error on the catalog stands for; None: not ours to explain."""
-    if isinstance(exc, CatalogError):
-        return None
-    if isinstance(exc, OSError):
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-            return CatalogFull(path, exc.strerror or str(exc))
-        return None
-    if not isinstance(exc, sqlite3.Error):
-        return None
-    msg = str(exc)
-    code = getattr(exc, "sqlite_errorcode", None)
-    primary = code & 0xFF if isinstance(code, int) else None
-    if primary == sqlite3.SQLITE_FULL or "database or disk is full" in msg:
-        return CatalogFull(path, msg)
-    if primary in (sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN) and out_of_space(path):
-        return CatalogFull(path, msg)  # growing the WAL index or creating a file failed for want of space
-    if primary in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_IOERR):
-        return CatalogError(path, msg)
-    if primary == sqlite3.SQLITE_CANTOPEN:
-        return CatalogError(path, _cantopen_reason(path, msg))
-    if primary == sqlite3.SQLITE_READONLY:
-        return CatalogError(path, msg, hint="make it and its folder writable for this user and run again")
-    if "no such table" in msg or "no such column" in msg:
-        return CatalogError(path, f"unexpected schema: {msg}")
-    return None
-
-
-def _cantopen_reason(path: Path, msg: str) -> str:
-    if path.is_dir():
-        return f"{msg}: it is a directory"
-    if path.exists() and not os.access(path, os.R_OK | os.W_OK):
-        return f"{msg}: permission denied"
-    if not os.access(path.parent, os.W_OK | os.X_OK):
-        return f"{msg}: its folder {path.parent} is not writable (SQLite creates -wal and -shm files beside it)"
-    return msg
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
@@ -152,7 +60,7 @@ def _guarded(fn: _F) -> _F:
         try:
             return fn(self, *args, **kwargs)
         except (sqlite3.Error, OSError) as exc:
-            err = _translate(self.path, exc)
+            err = translate_error(self.path, exc)
             if err is None:
                 raise
             raise err from exc
@@ -429,131 +337,3 @@ class LeaseLost(TonearmError):
     """Another worker holds this job's asset now."""
 
     code = "lease_lost"
-
-
-# -- rebuild -----------------------------------------------------------------------------------------------
-
-SIDECARS = ("", "-wal", "-shm")  # SQLite's files of one WAL database: the file, its log, the log's index
-
-
-@dataclass
-class RebuildReport:
-    path: Path
-    restored: list[str]  # asset ids now published in the catalog, sorted
-    skipped: list[tuple[str, str]]  # (descriptor location, why it was not used)
-    moved_aside: Path | None = None  # where the unreadable catalog went
-    moved_reason: str | None = None
-
-
-def rebuild(path: Path | str, storage: Any) -> RebuildReport:
-    """Recreate the catalog at ``path`` from the published descriptors of ``storage``.
-
-    Every descriptor is read before anything is written, so a storage that cannot be listed
-    changes nothing.  A readable catalog is kept, with its other rows (quarantined, failed),
-    and each published asset's row is restored in it.  An unreadable one is moved aside to
-    ``<name>.corrupt-<UTC time>`` (with its -wal and -shm files) and a new catalog is built
-    beside it and renamed into place.  Descriptors that are not valid JSON objects, or whose
-    ``asset_id`` is not their folder's name, are skipped and reported.
-    """
-    path = Path(path)
-    descriptors, skipped = _published_descriptors(storage)
-    report = RebuildReport(path=path, restored=sorted(d["asset_id"] for d in descriptors), skipped=skipped)
-    present = [path.with_name(path.name + s) for s in SIDECARS if _exists(path.with_name(path.name + s))]
-    if _exists(path):
-        try:
-            catalog = Catalog(path)
-            catalog.verify()
-        except CatalogFull:
-            raise
-        except CatalogError as exc:
-            report.moved_reason = exc.reason
-        else:
-            catalog.restore_published(descriptors)
-            return report
-    elif present:
-        report.moved_reason = "its -wal/-shm files were left without it"
-    if present:
-        report.moved_aside = _move_aside(path)
-    tmp = path.with_name(f".{path.name}.rebuild-{os.getpid()}")
-    _remove_database(tmp)
-    try:
-        fresh = Catalog(tmp)
-        fresh.restore_published(descriptors)
-        if _exists(tmp.with_name(tmp.name + "-wal")):  # the last connection normally folds the log in
-            with closing(sqlite3.connect(tmp)) as db:
-                db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        os.replace(tmp, path)
-    except CatalogError as exc:
-        raise type(exc)(path, exc.reason, exc.hint) from exc  # name the catalog, not the temporary file
-    except OSError as exc:
-        err = _translate(path, exc)
-        if err is None:
-            raise
-        raise err from exc
-    finally:
-        _remove_database(tmp)
-    return report
-
-
-def _exists(p: Path) -> bool:
-    return p.exists() or p.is_symlink()
-
-
-def _remove_database(p: Path) -> None:
-    for s in SIDECARS:
-        p.with_name(p.name + s).unlink(missing_ok=True)
-
-
-def _move_aside(path: Path) -> Path:
-    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
-    n = 1
-    while any(_exists(aside.with_name(aside.name + s)) for s in SIDECARS):
-        n += 1
-        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-    for s in SIDECARS:
-        src = path.with_name(path.name + s)
-        if _exists(src):
-            os.rename(src, aside.with_name(aside.name + s))
-    return aside
-
-
-def _published_descriptors(storage: Any) -> tuple[list[dict[str, Any]], list[tuple[str, str]]]:
-    from tonearm.storage import is_asset_id
-
-    good: list[dict[str, Any]] = []
-    skipped: list[tuple[str, str]] = []
-    for name in sorted(storage.list_published()):
-        where = _descriptor_location(storage, name)
-        if not is_asset_id(name):
-            skipped.append((where, "its folder is not an asset id"))
-            continue
-        try:
-            d = storage.read_descriptor(name)
-        except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
-            skipped.append((where, f"not valid JSON ({exc})"))
-            continue
-        except OSError as exc:
-            skipped.append((where, f"cannot be read ({exc.strerror or exc})"))
-            continue
-        if d is None:  # removed since it was listed
-            continue
-        if not isinstance(d, dict):
-            skipped.append((where, "not a JSON object"))
-        elif d.get("asset_id") != name:
-            skipped.append((where, f"its asset_id {d.get('asset_id')} does not match its folder {name}"))
-        elif not isinstance(d.get("source_name"), str) or not d["source_name"]:
-            skipped.append((where, "it has no source_name"))
-        else:
-            good.append(d)
-    return good, skipped
-
-
-def _descriptor_location(storage: Any, asset_id: str) -> str:
-    from tonearm.storage import DESCRIPTOR
-
-    uri = getattr(storage, "descriptor_uri", None)
-    if callable(uri):
-        return str(uri(asset_id))
-    published = getattr(storage, "published_root", Path(storage.root) / "published")
-    return str(Path(published) / asset_id / DESCRIPTOR)

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Mapping
 
-from tonearm.model import Rung
+from tonearm.core.model import Rung
 
 # AAC frames are 1024 samples and Opus frames 960 at 48 kHz; both tile 15360 samples.
 ALIGNMENT_SAMPLES = 15360

@@ -99,9 +99,10 @@ def _staging_owner(name: str) -> str | None:
 class LocalStorage:
     """Everything on one local filesystem under ``root``."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, create: bool = True) -> None:
+        """``create=False`` for readers (the origin): they must not make folders under the data dir."""
         self.root = Path(root).absolute()
-        for sub in ("masters", "quarantine", "staging", "published"):
+        for sub in ("masters", "quarantine", "staging", "published") if create else ():
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
     @property
@@ -179,10 +180,3 @@ class LocalStorage:
             if owner is None or not is_alive(owner):
                 shutil.rmtree(p, ignore_errors=True)
 
-
-def open_storage(cfg: "Config") -> Storage:  # noqa: F821 - imported lazily to keep this module light
-    if cfg.storage.backend == "s3":
-        from tonearm.s3storage import S3Storage  # provided by the origin work
-
-        return S3Storage(cfg)
-    return LocalStorage(cfg.storage.root)

@@ -18,8 +18,8 @@ import shutil
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
-from tonearm.config import Config, StorageConfig
-from tonearm.storage import DESCRIPTOR, LocalStorage, publish_order
+from tonearm.core.config import Config, StorageConfig
+from tonearm.core.storage import DESCRIPTOR, LocalStorage, publish_order
 
 __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
@@ -61,9 +61,9 @@ def published_prefix(scfg: StorageConfig) -> str:
 class S3Storage:
     """``Storage`` whose published tree lives in a bucket."""
 
-    def __init__(self, cfg: Config, *, client: Any | None = None) -> None:
+    def __init__(self, cfg: Config, *, client: Any | None = None, create: bool = True) -> None:
         self.scfg = cfg.storage
-        self.local = LocalStorage(cfg.storage.root)
+        self.local = LocalStorage(cfg.storage.root, create=create)
         self.root = self.local.root
         self.client = client or make_client(cfg.storage)
 

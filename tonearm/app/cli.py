@@ -16,7 +16,21 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from tonearm.config import Config, ConfigError, load
+from tqdm import tqdm
+
+from ingest.discover import discover
+from origin.server import serve
+from origin.signing import parse_ttl, playback_urls
+from tonearm.app.batch import default_jobs, process_many
+from tonearm.app.demo import write_demo_master
+from tonearm.app.pipeline import Context, reject_unread
+from tonearm.core.backends import open_storage
+from tonearm.core.catalog import Catalog
+from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.catalog_rebuild import rebuild
+from tonearm.core.codecs import needed_encoders
+from tonearm.core.config import Config, ConfigError, load
+from tonearm.core.ffmpeg import FfmpegError, locate
 
 
 def _config(args: argparse.Namespace, **overrides: dict) -> Config:
@@ -27,9 +41,6 @@ def _config(args: argparse.Namespace, **overrides: dict) -> Config:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from tonearm.core.codecs import needed_encoders
-    from tonearm.ffmpeg import FfmpegError, locate
-
     cfg = _config(args)
     try:
         info = locate(cfg.ffmpeg.path)
@@ -57,10 +68,6 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    from ingest.discover import discover
-    from tonearm.batch import default_jobs, process_many
-    from tonearm.pipeline import Context
-
     cfg = _config(args)
     ctx = Context.from_config(cfg)
     items = discover([Path(p) for p in args.paths])
@@ -69,11 +76,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
     progress = None
     if not args.json and sys.stderr.isatty() and len(items) > 1:
-        from tqdm import tqdm
-
         progress = tqdm(total=len(items), unit="file", file=sys.stderr)
     failures = 0
-    rejected = (item.rejected(ctx) for item in items if item.error is not None)
+    rejected = (reject_unread(ctx, item.path, item.error) for item in items if item.error is not None)
     accepted = process_many(cfg, [item.path for item in items if item.error is None], jobs=jobs)
     for result in itertools.chain(rejected, accepted):
         if progress:
@@ -93,15 +98,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from origin.server import serve
-
     cfg = _config(args, origin={"host": args.host, "port": args.port, "workers": args.workers})
     return serve(cfg)
 
 
 def cmd_sign(args: argparse.Namespace) -> int:
-    from origin.signing import parse_ttl, playback_urls
-
     cfg = _config(args)
     if not cfg.origin.signing_key:
         raise ConfigError("signing needs a key: set [origin] signing_key or TONEARM_SIGNING_KEY")
@@ -111,8 +112,6 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from tonearm.demo import write_demo_master
-
     cfg = _config(args)
     path = write_demo_master(Path(args.out) if args.out else cfg.data_dir / "demo", cfg)
     print(path)
@@ -120,8 +119,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_assets(args: argparse.Namespace) -> int:
-    from tonearm.catalog import Catalog
-
     cfg = _config(args)
     for rec in Catalog(cfg.catalog_path).list(limit=args.limit, offset=args.offset):
         title = (rec.info.get("tags") or {}).get("title") or rec.source_name
@@ -130,9 +127,6 @@ def cmd_assets(args: argparse.Namespace) -> int:
 
 
 def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
-    from tonearm.catalog import rebuild
-    from tonearm.storage import open_storage
-
     cfg = _config(args)
     report = rebuild(cfg.catalog_path, open_storage(cfg))
     if report.moved_aside is not None:
@@ -192,8 +186,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from tonearm.catalog import CatalogError, filesystem_of
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"

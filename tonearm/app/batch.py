@@ -16,10 +16,10 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from tonearm.catalog import CatalogError
-from tonearm.config import Config
-from tonearm.model import JobError
-from tonearm.pipeline import Context, JobResult, Outcome, process
+from tonearm.app.pipeline import Context, JobResult, Outcome, process
+from tonearm.core.catalog_errors import CatalogError
+from tonearm.core.config import Config
+from tonearm.core.model import JobError
 
 _worker_ctx: Context | None = None
 
@@ -49,7 +49,7 @@ def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[J
     pool start-up cost, tracebacks stay simple).  Workers are started with
     ``spawn`` so no SQLite handle or thread state is inherited; on an
     interrupt the queued jobs are cancelled and running encoders are killed by
-    ``tonearm.ffmpeg.run`` in each worker.
+    ``tonearm.core.ffmpeg.run`` in each worker.
     """
     paths = list(paths)
     if jobs < 1:

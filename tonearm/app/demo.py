@@ -144,7 +144,7 @@ def _tag(path: Path) -> None:
 
 def write_demo_master(folder: Path, cfg: Any = None) -> Path:
     """Write the demo FLAC into ``folder`` (unchanged if it is already there) and return its path."""
-    from tonearm.ffmpeg import locate, run
+    from tonearm.core.ffmpeg import locate, run
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
