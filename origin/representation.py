@@ -34,6 +34,8 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
+from tonearm.core.media_types import COMPRESSIBLE, PUBLISHED_TYPES, STATIC_TYPES, type_of
+
 __all__ = ("Kind", "Entry", "classify", "make_entry", "IMMUTABLE")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -61,26 +63,13 @@ class Kind(enum.Enum):
 
 
 _ASSET_TYPES = {
-    Kind.PLAYLIST: "application/vnd.apple.mpegurl",
-    Kind.MPD: "application/dash+xml",
-    Kind.DESCRIPTOR: "application/json",
-    Kind.INIT: "audio/mp4",
-    Kind.MEDIA: "audio/mp4",
+    Kind.PLAYLIST: PUBLISHED_TYPES[".m3u8"],
+    Kind.MPD: PUBLISHED_TYPES[".mpd"],
+    Kind.DESCRIPTOR: PUBLISHED_TYPES[".json"],
+    Kind.INIT: PUBLISHED_TYPES[".mp4"],
+    Kind.MEDIA: PUBLISHED_TYPES[".m4s"],
 }
-_STATIC_TYPES = {
-    ".html": "text/html; charset=utf-8",
-    ".js": "text/javascript; charset=utf-8",
-    ".mjs": "text/javascript; charset=utf-8",
-    ".css": "text/css; charset=utf-8",
-    ".json": "application/json",
-    ".map": "application/json",
-    ".svg": "image/svg+xml",
-    ".png": "image/png",
-    ".ico": "image/x-icon",
-    ".txt": "text/plain; charset=utf-8",
-    ".wasm": "application/wasm",
-}
-STATIC_COMPRESSIBLE = (".html", ".js", ".mjs", ".css", ".json", ".map", ".svg", ".txt")
+STATIC_COMPRESSIBLE = tuple(s for s in COMPRESSIBLE if s in STATIC_TYPES)
 
 
 def classify(rel: str) -> Kind | None:
@@ -99,8 +88,7 @@ def classify(rel: str) -> Kind | None:
 
 
 def static_type(rel: str) -> str | None:
-    dot = rel.rfind(".")
-    return _STATIC_TYPES.get(rel[dot:].lower()) if dot >= 0 else None
+    return type_of(rel, STATIC_TYPES)
 
 
 @dataclass(slots=True, eq=False)

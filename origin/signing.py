@@ -24,6 +24,7 @@ from typing import Any
 
 from tonearm.core.backends import open_storage
 from tonearm.core.config import Config, ConfigError
+from tonearm.core.layouts import LAYOUTS
 from tonearm.core.storage import DESCRIPTOR, is_asset_id
 
 __all__ = ("sign", "verify", "redact", "expiry_for", "parse_ttl", "manifest_map", "playback_paths", "playback_urls")
@@ -88,13 +89,14 @@ def redact(path: str) -> str:
     return f"/s/{shown}{sep}{rest}"
 
 
-MANIFESTS = {
-    "segmented": {"hls": "master.m3u8", "dash": "manifest.mpd"},
-    "single": {"hls": "single/master.m3u8", "dash": "single/manifest.mpd"},
-}
 # Keys of the descriptor's "manifests" map (written by the manifests stage) -> (layout, protocol).
-DESCRIPTOR_KEYS = {"hls": ("segmented", "hls"), "dash": ("segmented", "dash"),
-                   "hls_single": ("single", "hls"), "dash_single": ("single", "dash")}
+DESCRIPTOR_KEYS = {key: (lay.name, key.split("_", 1)[0]) for lay in LAYOUTS.values() for key in lay.manifest_keys()}
+
+
+def _standard(layout: str) -> dict[str, str]:
+    """``{"hls": rel, "dash": rel}`` of a layout, from the layout table."""
+    lay = LAYOUTS[layout]
+    return {"hls": lay.hls_master, "dash": lay.dash_manifest}
 
 
 def manifest_map(descriptor: dict[str, Any] | None, layouts: tuple[str, ...]) -> dict[str, dict[str, str]]:
@@ -106,7 +108,7 @@ def manifest_map(descriptor: dict[str, Any] | None, layouts: tuple[str, ...]) ->
             where = DESCRIPTOR_KEYS.get(key)
             if where and isinstance(rel, str) and not rel.startswith("/") and ".." not in rel:
                 out.setdefault(where[0], {})[where[1]] = rel
-    return out or {layout: dict(MANIFESTS[layout]) for layout in layouts if layout in MANIFESTS}
+    return out or {layout: _standard(layout) for layout in layouts if layout in LAYOUTS}
 
 
 def playback_paths(asset_id: str, manifests: dict[str, dict[str, str]], token: str | None = None

@@ -19,17 +19,11 @@ from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from tonearm.core.config import Config, StorageConfig
+from tonearm.core.media_types import type_of
 from tonearm.core.storage import DESCRIPTOR, LocalStorage, publish_order
 
 __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
-_TYPES = {
-    ".m3u8": "application/vnd.apple.mpegurl",
-    ".mpd": "application/dash+xml",
-    ".m4s": "audio/mp4",
-    ".mp4": "audio/mp4",
-    ".json": "application/json",
-}
 
 
 def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
@@ -88,7 +82,7 @@ class S3Storage:
         files = [p.relative_to(staged).as_posix() for p in staged.rglob("*")
                  if p.is_file() and not any(part.startswith(".") for part in p.relative_to(staged).parts)]
         for rel in publish_order(files):
-            extra = {"ContentType": _TYPES.get(Path(rel).suffix, "application/octet-stream")}
+            extra = {"ContentType": type_of(rel) or "application/octet-stream"}
             self.client.upload_file(str(staged / rel), self.scfg.s3_bucket, object_key(self.scfg, asset_id, rel),
                                     ExtraArgs=extra)
         shutil.rmtree(staged, ignore_errors=True)
