@@ -19,7 +19,7 @@ import m3u8
 import pytest
 from fixtures_pipeline import make_varied_master, pipeline_config, publish, snapshot
 
-import packager
+from tonearm.app import pipeline
 from tonearm.app.pipeline import Context, Outcome, process
 from tonearm.core.catalog import Catalog
 from tonearm.core.model import AssetState
@@ -54,7 +54,7 @@ def master(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_crash_inside_packager_publishes_nothing_and_rerun_finishes(tmp_path: Path, master: Path,
                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     cfg = pipeline_config(tmp_path / "data")
-    real = packager.package
+    real = pipeline.package  # the stage as the pipeline calls it
     calls = []
 
     def crash_after_first_layout(*args, **kw):
@@ -63,14 +63,14 @@ def test_crash_inside_packager_publishes_nothing_and_rerun_finishes(tmp_path: Pa
             raise RuntimeError("simulated crash inside the packager")
         return real(*args, **kw)
 
-    monkeypatch.setattr(packager, "package", crash_after_first_layout)
+    monkeypatch.setattr(pipeline, "package", crash_after_first_layout)
     result = process(Context.from_config(cfg), master)
     assert result.outcome is Outcome.FAILED and "simulated crash" in result.error.message
     assert published_assets(cfg.data_dir) == []
     assert list((cfg.data_dir / "staging").iterdir()) == []  # the failed job's staging is gone too
     assert Catalog(cfg.catalog_path).get(result.asset_id).state is AssetState.FAILED
 
-    monkeypatch.setattr(packager, "package", real)
+    monkeypatch.setattr(pipeline, "package", real)
     again = process(Context.from_config(cfg), master)
     assert again.outcome is Outcome.PUBLISHED and again.asset_id == result.asset_id
     assert published_assets(cfg.data_dir) == [result.asset_id]
