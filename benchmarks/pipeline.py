@@ -21,9 +21,11 @@ import os
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from msgspec.structs import replace  # the config types are msgspec structs
 
 from benchmarks.catalog import MasterSpec
 from benchmarks.procs import run_timed

@@ -6,7 +6,6 @@ Import explicitly."""
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import subprocess
 import threading
@@ -17,6 +16,7 @@ from typing import Any, Iterator, Sequence
 from urllib.parse import urljoin
 
 import m3u8
+import msgspec
 from fixtures_transcode import default_sample_duration, fragment_durations, parse_sidx
 from mpegdash.parser import MPEGDASHParser
 
@@ -46,7 +46,7 @@ class OriginServer:
     """The real origin (``origin.app.make_app``) on 127.0.0.1:<free port>, in a thread."""
 
     def __init__(self, cfg: Config) -> None:
-        self.cfg = dataclasses.replace(cfg, origin=dataclasses.replace(cfg.origin, access_log=""))
+        self.cfg = msgspec.structs.replace(cfg, origin=msgspec.structs.replace(cfg.origin, access_log=""))
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.base = ""

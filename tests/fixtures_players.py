@@ -18,11 +18,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
+from msgspec.structs import replace  # the config types are msgspec structs
 
 from tonearm.app.pipeline import Context, process
 from tonearm.core.config import Config, LadderConfig, StorageConfig
@@ -109,23 +110,6 @@ def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 2
         except OSError:
             time.sleep(0.2)
     raise RuntimeError(f"tonearm serve did not answer within {timeout} s: {log.read_text()[-2000:]}")
-
-
-@pytest.fixture(scope="session")
-def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
-    """The demo-like catalog the browser tests play: the default ladder (AAC + Opus, segmented and
-    single-file layouts) and the same ladder with the lossless FLAC rung, both published by the real
-    pipeline, served by ``tonearm --data DIR serve`` on a free loopback port."""
-    root = tmp_path_factory.mktemp("players")
-    data = root / "data"
-    cfg = Config(storage=StorageConfig(root=data))
-    assets = {
-        "tones": ingest(cfg, make_tone_master(root / "tones.flac", title="Tone sections")),
-        "lossless": ingest(replace(cfg, ladder=LadderConfig(lossless=True)),
-                            make_tone_master(root / "tones-lossless.flac", title="Tone sections (lossless)")),
-    }
-    with running_origin(data, root / "origin.log") as base:
-        yield Origin(base=base, data=data, assets=assets)
 
 
 @contextlib.contextmanager

@@ -7,10 +7,10 @@ decompression off, so the wire bytes are what is checked.
 
 from __future__ import annotations
 
-import dataclasses
 import gzip
 import re
 
+import msgspec
 import pytest
 from aiohttp import web
 from fixtures_origin import make_ffmpeg_asset
@@ -222,7 +222,7 @@ async def test_streamed_bodies_via_sendfile(aiohttp_client, tree):
     """cache_mb = 0: every body comes from the file (loop.sendfile on the default loop)."""
     data, asset = tree
     cfg = config(data)
-    cfg = dataclasses.replace(cfg, origin=dataclasses.replace(cfg.origin, cache_mb=0))
+    cfg = msgspec.structs.replace(cfg, origin=msgspec.structs.replace(cfg.origin, cache_mb=0))
     client = await aiohttp_client(make_app(cfg), auto_decompress=False)
     raw = (data / "published" / asset / "single/aac_128k.mp4").read_bytes()
     r = await client.get(f"/assets/{asset}/single/aac_128k.mp4")

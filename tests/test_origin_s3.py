@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 
 import boto3
+import msgspec
 import pytest
 from fixtures_origin import make_ffmpeg_asset
 from fixtures_servers import S3_ENV, start_moto, start_origin
@@ -148,7 +149,7 @@ async def test_readyz_reflects_the_bucket(aiohttp_client, moto, tmp_path):
     good = await aiohttp_client(make_app(s3_config(tmp_path, moto.base_url)))
     assert (await good.get("/readyz")).status == 200
     cfg = s3_config(tmp_path, moto.base_url)
-    cfg = Config(storage=StorageConfig(**{**cfg.storage.__dict__, "s3_bucket": "no-such-bucket"}))
+    cfg = Config(storage=msgspec.structs.replace(cfg.storage, s3_bucket="no-such-bucket"))
     bad = await aiohttp_client(make_app(cfg))
     assert (await bad.get("/readyz")).status == 503
 

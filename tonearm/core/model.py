@@ -12,7 +12,9 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 
 class AssetState(str, enum.Enum):
@@ -75,15 +77,19 @@ class MasterInfo:
     has_video: bool = False
 
 
-@dataclass(frozen=True, kw_only=True)
-class Rung:
-    """One rendition of the ladder, as configured."""
+class Rung(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """One rendition of the ladder, as configured.
+
+    A msgspec struct because config reads rungs from TOML with it: a key that is
+    not one of these is an error, not ignored.  Frozen and hashable like the
+    other plain types.
+    """
 
     name: str  # path-safe id, e.g. "aac_256k"
-    codec: str  # "aac" | "opus" | "flac"
-    bitrate: int | None  # bits/s; None for lossless
+    codec: str  # a name in tonearm.core.codecs.CODECS
+    bitrate: int | None = None  # bits/s; None (left out) for a lossless codec
     sample_rate: int = 48000
-    channels: int | None = None  # None: keep the master's layout (downmix rule in transcode)
+    channels: Annotated[int, msgspec.Meta(ge=1, le=8)] | None = None  # None: keep the master's layout (transcode)
 
 
 @dataclass(frozen=True, kw_only=True)
