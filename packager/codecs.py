@@ -75,6 +75,8 @@ def describe(entry: bytes) -> AudioEntry:
             sample_rate = (info[10] << 12) | (info[11] << 4) | (info[12] >> 4)
             channels = ((info[12] >> 1) & 0x7) + 1
         return _entry(fourcc, channels, sample_rate)
+    if codec_of_fourcc(fourcc) is not None:  # a codec of the table whose entry needs no parsing beyond the header
+        return _entry(fourcc, channels, sample_rate)
     known = ", ".join(f"{c.name} ({c.fourcc})" for c in CODECS.values())
     raise CodecError(f"sample entry {fourcc!r} is not one of {known}")
 

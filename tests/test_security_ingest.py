@@ -25,7 +25,7 @@ import pytest
 from fixtures_ingest import ffmpeg, make, patch_wav_data_size, sine_source
 
 from tonearm.app.pipeline import Context, Outcome, process
-from tonearm.core.catalog import Catalog, Claim
+from tonearm.core.catalog import Catalog, Claim, owner_alive
 from tonearm.core.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,13 +283,15 @@ def test_a_job_longer_than_its_lease_keeps_its_claim_and_its_staging(tmp_path):
             seen_staging += 1
             # Another worker, on another host, well past the first lease: it must not get the asset...
             claim = other.claim(asset_id, "x", owner="elsewhere.example:1", lease_s=30)
+            if claim is Claim.DONE:  # the job published between the glob and the claim: nothing more to try
+                break
             assert claim is Claim.BUSY
             seen_busy += 1
-            # ...and its clean-up of stale staging must leave the live job's folder alone.
-            from tonearm.core.catalog import owner_alive
-
+            # ...and its clean-up of stale staging must leave the live job's folder alone (a folder gone
+            # because the job just published it is fine: a wrongly removed one fails the job below).
             ctx.storage.clean_stale_staging(asset_id, owner_alive)
-            assert all(p.exists() for p in live)
+            kept = all(p.exists() for p in live)
+            assert kept or not job.is_alive()
     finally:
         job.join(180)
     assert seen_busy >= 3 and seen_staging >= 3, "the encode finished before the lease could lapse"

@@ -14,8 +14,10 @@ const ANALYSER_FFT = 8192; // 5.9 Hz bins at 48 kHz: adjacent test tones are >= 
 const BOUNDARY_GUARD = 0.45; // seconds kept clear of a tone change when measuring
 const SETTLE = 0.4; // seconds of uninterrupted playback before the analyser window is trusted
 
-/* hls.js reports stalls after seeks and flushes as non-fatal errors: they are notes, not failures. */
-const HLS_BENIGN = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole']);
+/* hls.js reports stalls after seeks and flushes as non-fatal errors: they are notes, not failures.
+   So is 'aborted' (INTERNAL_ABORTED, non-fatal): hls.js cancelling its own in-flight fragment load when a
+   forced level switch supersedes it; on a busy machine a switch often lands mid-download. */
+const HLS_BENIGN = new Set(['bufferStalledError', 'bufferNudgeOnStall', 'bufferSeekOverHole', 'aborted']);
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
