@@ -1,12 +1,27 @@
-"""Fixtures shared by several test modules."""
+"""Fixtures shared by several test modules, all of them here (test modules import only helpers).
+
+The expensive ones are session-scoped, so each is built once per run whichever modules use it:
+the packaged test masters (``pk``), the two ffmpeg builds (``ffmpeg_bin``), the players' origin
+(``player_origin``) and moto's S3 server (``moto_server``).  Nothing is cached in module globals.
+"""
 
 from __future__ import annotations
 
+import os
 import subprocess
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import pytest
+from fixtures_packager import MASTER_IDS, MASTER_KEYS, RUNGS, SMALL_RUNGS
+from fixtures_transcode import BINARIES
+
+if TYPE_CHECKING:
+    from fixtures_packager import Packaged
+    from fixtures_players import Origin
+    from fixtures_servers import ServerProcess
+
+    from tonearm.core.ffmpeg import FfmpegInfo
 
 
 def mount_tmpfs(where: Path, options: str) -> bool:
@@ -17,10 +32,90 @@ def mount_tmpfs(where: Path, options: str) -> bool:
 
 
 @pytest.fixture
-def small_fs(tmp_path: Path) -> Iterator[Path]:
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """``tmpfs(options)`` mounts a filesystem of its own (a tmpfs with those mount options) under
+    tmp_path and returns its path; every one is unmounted afterwards.  Mounting needs root with
+    CAP_SYS_ADMIN: without it the test is skipped, saying so (the disk-full behaviour is then still
+    covered without a mount by test_sqlite_full_from_max_page_count_is_a_typed_error)."""
+    mounted: list[Path] = []
+
+    def mount(options: str) -> Path:
+        fs = tmp_path / f"fs{len(mounted) or ''}"
+        if not mount_tmpfs(fs, options):
+            pytest.skip("cannot mount a tmpfs here: mount(8) needs root with CAP_SYS_ADMIN, which this user or "
+                        "container lacks; test_sqlite_full_from_max_page_count_is_a_typed_error covers SQLITE_FULL "
+                        "without a mount")
+        mounted.append(fs)
+        return fs
+
+    yield mount
+    for fs in reversed(mounted):
+        subprocess.run(["umount", "-l", str(fs)], check=True)
+
+
+@pytest.fixture
+def small_fs(tmpfs: Callable[[str], Path]) -> Path:
     """A 1 MiB filesystem of its own (tmpfs), unmounted afterwards."""
-    fs = tmp_path / "fs"
-    if not mount_tmpfs(fs, "size=1m,mode=0755"):
-        pytest.skip("cannot mount a tmpfs here (not root, or no CAP_SYS_ADMIN); see the max_page_count test")
-    yield fs
-    subprocess.run(["umount", "-l", str(fs)], check=True)
+    return tmpfs("size=1m,mode=0755")
+
+
+@pytest.fixture(params=sorted(BINARIES), scope="session")
+def ffmpeg_bin(request: pytest.FixtureRequest) -> FfmpegInfo:
+    """Every transcode test runs against Debian's ffmpeg 5.1 and imageio-ffmpeg's 9.0."""
+    from tonearm.core.ffmpeg import locate
+
+    return locate(BINARIES[request.param]())
+
+
+@pytest.fixture(scope="session", params=MASTER_KEYS, ids=MASTER_IDS)
+def pk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
+    """Each test master encoded, packaged in both layouts and given manifests once per session, shared
+    by the packager and manifest tests: shorter than one segment, exactly one, a few; mono and 5.1."""
+    from fixtures_packager import package_master
+
+    seconds, channels = request.param
+    root = tmp_path_factory.mktemp(f"packager-{seconds}s-{channels}ch")
+    return package_master(root, seconds=seconds, channels=channels, rungs=RUNGS if channels == 2 else SMALL_RUNGS)
+
+
+@pytest.fixture(scope="session")
+def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
+    """The demo-like catalog the browser tests play: the default ladder (AAC + Opus, segmented and
+    single-file layouts) and the same ladder with the lossless FLAC rung, both published by the real
+    pipeline, served by ``tonearm --data DIR serve`` on a free loopback port."""
+    from fixtures_players import Origin, ingest, make_tone_master, running_origin
+
+    from tonearm.core.config import Config, LadderConfig, StorageConfig
+
+    root = tmp_path_factory.mktemp("players")
+    data = root / "data"
+    assets = {
+        "tones": ingest(Config(storage=StorageConfig(root=data)),
+                        make_tone_master(root / "tones.flac", title="Tone sections")),
+        "lossless": ingest(Config(storage=StorageConfig(root=data), ladder=LadderConfig(lossless=True)),
+                           make_tone_master(root / "tones-lossless.flac", title="Tone sections (lossless)")),
+    }
+    with running_origin(data, root / "origin.log") as base:
+        yield Origin(base=base, data=data, assets=assets)
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[ServerProcess]:
+    """moto's S3 server on loopback, started once; the AWS test credentials (``S3_ENV``) are in the
+    environment while it runs.  Each module makes its own bucket, so modules never see each other's
+    objects (the request log, ``log()``, is shared: read it from an offset taken before)."""
+    from fixtures_servers import S3_ENV, start_moto
+
+    saved = {k: os.environ.get(k) for k in S3_ENV}
+    os.environ.update(S3_ENV)
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+

@@ -1,7 +1,8 @@
 """Helpers for packager and manifests tests: encoder-like MP4s made by ffmpeg
 directly (one plain MP4 per rung, 48 kHz, as transcode writes them), an
 independent box walker (pymp4, not our own reader), and ffprobe/PyAV readers.
-Import explicitly."""
+Import explicitly; the ``pk`` fixture
+(each test master packaged once per session) is in conftest.py."""
 
 from __future__ import annotations
 
@@ -13,7 +14,6 @@ from pathlib import Path
 
 import av
 import numpy as np
-import pytest
 from pymp4.parser import Box as P4Box
 
 from manifests import write_manifests
@@ -193,29 +193,12 @@ def pyav_frames(path: Path) -> int:
     return n
 
 
-# ---- session cache: each master is encoded and packaged once per test session ----------
-
-_CACHE: dict[tuple, Packaged] = {}
-
-# The masters every packager/manifests test looks at (seconds, channels, rungs):
-# shorter than one segment, exactly one segment, a few segments; mono and 5.1.
+# ---- the test masters ------------------------------------------------------------------
+# Every packager/manifests test looks at these (seconds, channels), each packaged once per session by
+# the ``pk`` fixture in conftest.py: shorter than one segment, exactly one segment, a few segments;
+# mono and 5.1 (on SMALL_RUNGS).
 STEREO_LENGTHS = (0.5, 6.4, 14.0)
 SMALL_RUNGS = (RUNGS[1], RUNGS[3], RUNGS[4])  # aac_128k, opus_96k, flac
-
-
-def packaged(base: Path, seconds: float, channels: int = 2) -> Packaged:
-    rungs = RUNGS if channels == 2 else SMALL_RUNGS
-    key = (seconds, channels)
-    if key not in _CACHE:
-        _CACHE[key] = package_master(base / f"m{seconds}s_{channels}ch", seconds=seconds, channels=channels,
-                                     rungs=rungs)
-    return _CACHE[key]
-
-
-def all_masters(base: Path) -> list[Packaged]:
-    return [packaged(base, s) for s in STEREO_LENGTHS] + [packaged(base, 3.0, 1), packaged(base, 3.0, 6)]
-
-
 MASTER_IDS = [f"{s}s-stereo" for s in STEREO_LENGTHS] + ["3.0s-mono", "3.0s-5.1"]
 MASTER_KEYS = [(s, 2) for s in STEREO_LENGTHS] + [(3.0, 1), (3.0, 6)]
 
@@ -260,9 +243,3 @@ def rfc8216_peak(sizes: list[int], seconds: list[float], target: int) -> float:
                 best = rate if best is None else max(best, rate)
     return best if best is not None else 8 * sum(sizes) / sum(seconds)
 
-
-@pytest.fixture(params=MASTER_KEYS, ids=MASTER_IDS)
-def pk(request, tmp_path_factory) -> Packaged:
-    """Each test master packaged once per session, shared by the packager and manifest tests."""
-    seconds, channels = request.param
-    return packaged(tmp_path_factory.getbasetemp() / "packager", seconds, channels)

@@ -11,9 +11,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
-import pytest
 
-from tonearm.core.ffmpeg import FfmpegInfo, locate
 from tonearm.core.model import Loudness, MasterInfo, Tags
 
 
@@ -23,13 +21,8 @@ def _imageio_ffmpeg() -> str:
     return imageio_ffmpeg.get_ffmpeg_exe()
 
 
+# The two ffmpeg builds every transcode test runs against (the ``ffmpeg_bin`` fixture in conftest.py).
 BINARIES = {"system": lambda: shutil.which("ffmpeg") or "ffmpeg", "imageio": _imageio_ffmpeg}
-
-
-@pytest.fixture(params=sorted(BINARIES), scope="session")
-def ffmpeg_bin(request: pytest.FixtureRequest) -> FfmpegInfo:
-    """Every transcode test runs against Debian's ffmpeg 5.1 and imageio-ffmpeg's 9.0."""
-    return locate(BINARIES[request.param]())
 
 
 def system_ffmpeg() -> str:

@@ -17,7 +17,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import mount_tmpfs
 from fixtures_ingest import make
 
 from tonearm.core.catalog import Catalog
@@ -229,26 +228,21 @@ def test_ingest_with_the_catalog_on_a_full_disk_says_one_line(tmp_path, small_fs
     assert [r.source_name for r in Catalog(data / "catalog.sqlite3").list()] == ["earlier.flac"]
 
 
-def test_out_of_inodes_is_a_full_disk_too(tmp_path, masters):
+def test_out_of_inodes_is_a_full_disk_too(tmpfs, masters):
     """ENOSPC from the OS (no inode left to create the catalog's folder or the file)."""
-    fs = tmp_path / "fs"
-    if not mount_tmpfs(fs, "size=1m,nr_inodes=2"):
-        pytest.skip("cannot mount a tmpfs here")
-    try:
-        (fs / "d").mkdir()  # the root took one inode, this the last one
-        with pytest.raises(OSError):
-            (fs / "e").mkdir()
-        line = one_line(tonearm(fs / "data", "assets"))  # the folder for the catalog cannot be made
-        assert line == (f"tonearm: catalog {fs / 'data' / 'catalog.sqlite3'} cannot be written: the disk is full "
-                        f"(No space left on device): free space on {fs} and run again")
-        line = one_line(tonearm(fs / "d", "assets"))  # the catalog file itself cannot be created
-        assert line.startswith(f"tonearm: catalog {fs / 'd' / 'catalog.sqlite3'} cannot be written: the disk is full")
-        assert line.endswith(f"free space on {fs} and run again")
-        line = one_line(tonearm(fs / "data", "ingest", str(masters[0])))  # storage folders cannot be made
-        assert line.startswith("tonearm: no space left on device writing ") and str(fs / "data") in line
-        assert line.endswith(f"free space on {fs} and run again")
-    finally:
-        subprocess.run(["umount", "-l", str(fs)], check=True)
+    fs = tmpfs("size=1m,nr_inodes=2")
+    (fs / "d").mkdir()  # the root took one inode, this the last one
+    with pytest.raises(OSError):
+        (fs / "e").mkdir()
+    line = one_line(tonearm(fs / "data", "assets"))  # the folder for the catalog cannot be made
+    assert line == (f"tonearm: catalog {fs / 'data' / 'catalog.sqlite3'} cannot be written: the disk is full "
+                    f"(No space left on device): free space on {fs} and run again")
+    line = one_line(tonearm(fs / "d", "assets"))  # the catalog file itself cannot be created
+    assert line.startswith(f"tonearm: catalog {fs / 'd' / 'catalog.sqlite3'} cannot be written: the disk is full")
+    assert line.endswith(f"free space on {fs} and run again")
+    line = one_line(tonearm(fs / "data", "ingest", str(masters[0])))  # storage folders cannot be made
+    assert line.startswith("tonearm: no space left on device writing ") and str(fs / "data") in line
+    assert line.endswith(f"free space on {fs} and run again")
 
 
 class _Capped(Catalog):

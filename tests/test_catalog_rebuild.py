@@ -20,7 +20,7 @@ import boto3
 import pytest
 from fixtures_ingest import make
 from fixtures_pipeline import pipeline_config, publish
-from fixtures_servers import S3_ENV, start_moto
+from fixtures_servers import S3_ENV
 
 from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError
@@ -194,18 +194,10 @@ def test_rebuild_api_returns_what_it_did(data, ingested):
 
 
 @pytest.fixture(scope="module")
-def moto():
-    saved = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
-    server = start_moto()
-    boto3.client("s3", endpoint_url=server.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def moto(moto_server):
+    """The session's moto server (conftest.py), with this module's own bucket."""
+    boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    return moto_server
 
 
 def test_rebuild_from_s3(moto, tmp_path):

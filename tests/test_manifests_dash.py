@@ -7,7 +7,7 @@ import subprocess
 from fractions import Fraction
 
 import pytest
-from fixtures_packager import FFMPEG, ffprobe, measured_media, p4_boxes, pk
+from fixtures_packager import FFMPEG, ffprobe, measured_media, p4_boxes
 from mpegdash.parser import MPEGDASHParser
 
 PROFILES = {"segmented": "urn:mpeg:dash:profile:isoff-live:2011",

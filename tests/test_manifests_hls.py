@@ -7,7 +7,7 @@ import math
 import m3u8
 import m3u8.protocol as P
 import pytest
-from fixtures_packager import concatenated, decode, measured_media, p4_boxes, pk, rfc8216_peak
+from fixtures_packager import concatenated, decode, measured_media, p4_boxes, rfc8216_peak
 
 from manifests import hls_tags as T
 

@@ -18,7 +18,7 @@ import time
 import boto3
 import pytest
 from fixtures_origin import publish_real_asset
-from fixtures_servers import S3_ENV, start_moto, start_origin
+from fixtures_servers import S3_ENV, start_origin
 
 from origin.signing import sign
 from tonearm.app.pipeline import Context, process
@@ -69,31 +69,25 @@ def test_forged_signature_does_not_play(local_origin):
     assert out.returncode != 0 and b"403" in out.stderr
 
 
-def test_pipeline_publishes_to_s3_and_ffmpeg_plays(tmp_path, monkeypatch):
-    for k, v in S3_ENV.items():
-        monkeypatch.setenv(k, v)
-    moto = start_moto()
+def test_pipeline_publishes_to_s3_and_ffmpeg_plays(tmp_path, moto_server):
+    boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1").create_bucket(Bucket="tonearm-play")
+    env = {"TONEARM_STORAGE_BACKEND": "s3", "TONEARM_STORAGE_S3_BUCKET": "tonearm-play",
+           "TONEARM_STORAGE_S3_ENDPOINT_URL": moto_server.base_url}
+    data = tmp_path / "data"
+    master = tmp_path / "master.flac"
+    subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
+                    f"sine=frequency=330:sample_rate=44100:duration={SECONDS}", "-ac", "2", str(master)],
+                   check=True, timeout=60)
+    cfg = load(env={**env, "TONEARM_DATA": str(data)})
+    result = process(Context.from_config(cfg), master)
+    assert result.ok, result.to_json()
+    assert not (data / "published").exists() or not any((data / "published").iterdir())  # nothing local
+    server = start_origin(data, env={**S3_ENV, **env})
     try:
-        boto3.client("s3", endpoint_url=moto.base_url, region_name="us-east-1").create_bucket(Bucket="tonearm-play")
-        env = {"TONEARM_STORAGE_BACKEND": "s3", "TONEARM_STORAGE_S3_BUCKET": "tonearm-play",
-               "TONEARM_STORAGE_S3_ENDPOINT_URL": moto.base_url}
-        data = tmp_path / "data"
-        master = tmp_path / "master.flac"
-        subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
-                        f"sine=frequency=330:sample_rate=44100:duration={SECONDS}", "-ac", "2", str(master)],
-                       check=True, timeout=60)
-        cfg = load(env={**env, "TONEARM_DATA": str(data)})
-        result = process(Context.from_config(cfg), master)
-        assert result.ok, result.to_json()
-        assert not (data / "published").exists() or not any((data / "published").iterdir())  # nothing local
-        server = start_origin(data, env={**S3_ENV, **env})
-        try:
-            for key in ("hls", "dash_single"):
-                url = f"{server.base_url}/assets/{result.asset_id}/{result.info['manifests'][key]}"
-                assert abs(decoded_seconds(url) - result.info["duration_s"]) < 0.05
-        finally:
-            server.stop()
-            assert "Traceback" not in server.log(), server.log()[-3000:]
+        for key in ("hls", "dash_single"):
+            url = f"{server.base_url}/assets/{result.asset_id}/{result.info['manifests'][key]}"
+            assert abs(decoded_seconds(url) - result.info["duration_s"]) < 0.05
     finally:
-        moto.stop()
+        server.stop()
+        assert "Traceback" not in server.log(), server.log()[-3000:]
     assert os.path.isdir(data / "masters")  # masters stay local even when publishing to S3

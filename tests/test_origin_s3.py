@@ -8,7 +8,6 @@ objects are only ever fetched with a Range (206), never whole.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 from email.utils import parsedate_to_datetime
@@ -30,18 +29,10 @@ BUCKET = "tonearm-test"
 
 
 @pytest.fixture(scope="module")
-def moto():
-    saved = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
-    server = start_moto()
-    boto3.client("s3", endpoint_url=server.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    yield server
-    server.stop()
-    for k, v in saved.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+def moto(moto_server):
+    """The session's moto server (conftest.py), with this module's own bucket."""
+    boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
+    return moto_server
 
 
 def s3_config(root: Path, endpoint: str) -> Config:

@@ -12,7 +12,6 @@ from fixtures_packager import (
     ffprobe,
     fragments,
     packets,
-    pk,
     pyav_frames,
     segment_files,
     source,

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from fixtures_packager import decode, fragments, p4_boxes, pk, pyav_frames, source
+from fixtures_packager import decode, fragments, p4_boxes, pyav_frames, source
 
 
 def test_sidx_indexes_every_fragment(pk):

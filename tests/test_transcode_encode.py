@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 from fixtures_transcode import (
     decode,
-    ffmpeg_bin,
     ffprobe_json,
     make_master,
     master_info,
@@ -29,8 +28,6 @@ from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
 from tonearm.core.model import Rung
 from transcode import MissingEncoder, build_command, encode_ladder
 from transcode.channels import CENTER_MIX, SURROUND_MIX
-
-assert ffmpeg_bin  # the parametrised fixture (system and imageio ffmpeg) is used by name
 
 FULL = LadderConfig(lossless=True)
 CODEC_NAMES = {"aac": "aac", "opus": "opus", "flac": "flac"}
