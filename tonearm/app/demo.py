@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from tonearm.core.ffmpeg import locate, run
+
 RATE = 44100
 BPM = 120
 BEAT = 60 / BPM
@@ -144,8 +146,6 @@ def _tag(path: Path) -> None:
 
 def write_demo_master(folder: Path, cfg: Any = None) -> Path:
     """Write the demo FLAC into ``folder`` (unchanged if it is already there) and return its path."""
-    from tonearm.core.ffmpeg import locate, run
-
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     target = folder / FILENAME
