@@ -1,6 +1,7 @@
 """Real players end to end: a tone master published by the real pipeline, served by a real
 ``tonearm serve`` subprocess, played by hls.js, dash.js and Shaka in Debian's headless Chromium
-(driven by ``tests/players/drive.mjs`` through playwright-core).  Import explicitly.
+(driven by ``tests/players/drive.mjs`` through playwright-core).  Import explicitly; the
+``player_origin`` fixture (built once per session) is in conftest.py.
 
 The master carries a distinct tone per section, so the page can tell by Web Audio FFT that the
 audio heard at a position is the master's audio at that position, whatever the rendition.
@@ -23,10 +24,9 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-from msgspec.structs import replace  # the config types are msgspec structs
 
 from tonearm.app.pipeline import Context, process
-from tonearm.core.config import Config, LadderConfig, StorageConfig
+from tonearm.core.config import Config
 from tonearm.core.ffmpeg import locate, run
 from tonearm.core.storage import DESCRIPTOR
 

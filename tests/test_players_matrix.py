@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fixtures_players import TONE_TOLERANCE_HZ, Origin, drive, explain, player_origin, scenario, step  # noqa: F401
+from fixtures_players import TONE_TOLERANCE_HZ, Origin, drive, explain, scenario, step
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 

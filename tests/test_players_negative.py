@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
-from fixtures_players import Origin, drive, explain, player_origin, scenario  # noqa: F401
+from fixtures_players import Origin, drive, explain, scenario
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(120)]
 
