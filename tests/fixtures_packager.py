@@ -10,7 +10,9 @@ import json
 import shutil
 import subprocess
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Sequence
 
 import av
 import numpy as np
@@ -231,15 +233,43 @@ def measured_media(pk: Packaged, layout: str, name: str) -> list[tuple[int, int,
     return [(f["offset"], f["size"], sum(f["durations"])) for f in fragments(data)]
 
 
-def rfc8216_peak(sizes: list[int], seconds: list[float], target: int) -> float:
-    """RFC 8216 4.1 peak segment bit rate over runs lasting 0.5-1.5 x target duration; if no run fits,
-    the whole presentation (the rule tonearm documents)."""
+# ---- bit rates, recomputed exactly (Fractions) from segment sizes and durations -------------------
+# The manifests declare each figure rounded up to whole bits/s, so a test recomputing it from the same
+# bytes expects ``math.ceil`` of these, exactly: no tolerance.
+
+
+def average_rate(sizes: Sequence[int], ticks: Sequence[int], timescale: int) -> Fraction:
+    """RFC 8216 4.3.4.2 AVERAGE-BANDWIDTH: every media segment's bits over the whole duration."""
+    return Fraction(8 * sum(sizes) * timescale, sum(ticks))
+
+
+def rfc8216_peak(sizes: Sequence[int], ticks: Sequence[int], timescale: int, target: int) -> Fraction:
+    """RFC 8216 4.1 peak segment bit rate over runs of consecutive segments lasting 0.5-1.5 x the target
+    duration; if no run fits (a presentation shorter than half a target duration), the whole presentation,
+    which is all a client can fetch (the rule tonearm documents)."""
     best = None
     for i in range(len(sizes)):
+        size = dur = 0
         for j in range(i, len(sizes)):
-            dur = sum(seconds[i:j + 1])
-            if 0.5 * target <= dur <= 1.5 * target:
-                rate = 8 * sum(sizes[i:j + 1]) / dur
+            size, dur = size + sizes[j], dur + ticks[j]
+            seconds = Fraction(dur, timescale)
+            if seconds > Fraction(3 * target, 2):
+                break
+            if seconds >= Fraction(target, 2):
+                rate = 8 * size / seconds
                 best = rate if best is None else max(best, rate)
-    return best if best is not None else 8 * sum(sizes) / sum(seconds)
+    return best if best is not None else average_rate(sizes, ticks, timescale)
 
+
+def dash_rate(sizes: Sequence[int], ticks: Sequence[int], timescale: int, min_buffer: Fraction) -> Fraction:
+    """ISO/IEC 23009-1 5.3.5.2 @bandwidth: the smallest rate at which a client starting at any segment,
+    playing after ``min_buffer`` seconds, has each segment whole before it plays:
+    max over i <= j of bits(i..j) / (min_buffer + start_j - start_i)."""
+    starts = [sum(ticks[:i]) for i in range(len(ticks))]
+    best = Fraction(0)
+    for i in range(len(sizes)):
+        size = 0
+        for j in range(i, len(sizes)):
+            size += sizes[j]
+            best = max(best, 8 * size / (min_buffer + Fraction(starts[j] - starts[i], timescale)))
+    return best

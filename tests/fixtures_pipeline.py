@@ -11,12 +11,14 @@ import subprocess
 import threading
 import urllib.request
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 from urllib.parse import urljoin
 
 import m3u8
 import msgspec
+from fixtures_packager import average_rate, dash_rate, rfc8216_peak
 from fixtures_transcode import default_sample_duration, fragment_durations, parse_sidx
 from mpegdash.parser import MPEGDASHParser
 
@@ -91,7 +93,7 @@ def get(url: str, byterange: tuple[int, int] | None = None) -> bytes:
     return body
 
 
-# -- bit rates, measured from the served bytes -------------------------------------------------------------
+# -- bit rates, measured exactly from the served bytes (the manifests declare them rounded up) ---------------
 
 
 @dataclass(frozen=True)
@@ -104,29 +106,20 @@ class Measured:
     def seconds(self) -> list[float]:
         return [t / self.timescale for t in self.ticks]
 
-    def average(self) -> float:
-        """RFC 8216 4.3.4.2 AVERAGE-BANDWIDTH: all media segment bits over the total duration."""
-        return 8 * sum(self.sizes) / sum(self.seconds)
+    def average(self) -> Fraction:
+        """RFC 8216 4.3.4.2 AVERAGE-BANDWIDTH, exact: all media segment bits over the total duration."""
+        return average_rate(self.sizes, self.ticks, self.timescale)
 
-    def hls_peak(self, target_duration: int) -> float:
-        """RFC 8216 4.3.4.2 BANDWIDTH: the largest rate of any contiguous run of segments
+    def hls_peak(self, target_duration: int) -> Fraction:
+        """RFC 8216 4.3.4.2 BANDWIDTH, exact: the largest rate of any contiguous run of segments
         lasting 0.5 to 1.5 times the target duration; a presentation shorter than any such run
         can only be fetched whole, so its whole rate."""
-        secs = self.seconds
-        best = 0.0
-        for i in range(len(secs)):
-            for j in range(i, len(secs)):
-                d = sum(secs[i:j + 1])
-                if 0.5 * target_duration <= d <= 1.5 * target_duration:
-                    best = max(best, 8 * sum(self.sizes[i:j + 1]) / d)
-        return best or self.average()
+        return rfc8216_peak(self.sizes, self.ticks, self.timescale, target_duration)
 
-    def dash_bandwidth(self, min_buffer: float) -> float:
-        """ISO/IEC 23009-1 5.3.5.2 @bandwidth: the smallest rate at which a client starting at
+    def dash_bandwidth(self, min_buffer: Fraction) -> Fraction:
+        """ISO/IEC 23009-1 5.3.5.2 @bandwidth, exact: the smallest rate at which a client starting at
         any segment, playing after min_buffer seconds, has each segment whole before it plays."""
-        starts = [sum(self.seconds[:i]) for i in range(len(self.sizes))]
-        return max(8 * sum(self.sizes[i:j + 1]) / (min_buffer + starts[j] - starts[i])
-                   for i in range(len(self.sizes)) for j in range(i, len(self.sizes)))
+        return dash_rate(self.sizes, self.ticks, self.timescale, min_buffer)
 
 
 def _timescale(init: bytes) -> int:
@@ -241,8 +234,15 @@ def _measure_segment_base(url: str, sb: Any) -> Measured:
     return Measured(tuple(sizes), tuple(ticks), timescale)
 
 
-def within(declared: float, measured: float, tolerance: float = 0.10) -> bool:
-    return abs(declared - measured) <= tolerance * measured
+def xs_seconds(iso: str) -> Fraction:
+    """xs:duration of the simple PT..S form the MPD uses, exactly (decimal seconds)."""
+    assert iso.startswith("PT") and iso.endswith("S"), iso
+    body, total = iso[2:-1], Fraction(0)
+    for unit, factor in (("H", 3600), ("M", 60)):
+        if unit in body:
+            head, body = body.split(unit)
+            total += Fraction(head) * factor
+    return total + Fraction(body or 0)
 
 
 # -- ffmpeg as an HLS / DASH client ------------------------------------------------------------------------
