@@ -22,6 +22,7 @@ from typing import Sequence
 from manifests.bandwidth import dash_bandwidth, min_buffer_time
 from manifests.errors import ManifestError
 from manifests.hls import seconds
+from manifests.loudness import DASH_SCHEME, Normalisation
 from tonearm.core.codecs import CODECS, codec
 from tonearm.core.layouts import SEGMENT_TEMPLATE
 from tonearm.core.model import MasterInfo, PackagedRendition
@@ -58,8 +59,14 @@ def _timeline(parent: ET.Element, p: PackagedRendition) -> None:
         expected = run[-1].start + dur
 
 
-def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: str) -> str:
-    """Render the MPD of one layout; URIs are relative to the MPD's own location."""
+def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: str,
+        loudness: Normalisation | None = None) -> str:
+    """Render the MPD of one layout; URIs are relative to the MPD's own location.
+
+    The loudness figures are a SupplementalProperty of every AdaptationSet
+    (its value: manifests.loudness), after AudioChannelConfiguration as the
+    schema's RepresentationBaseType orders them, and before Role.
+    """
     min_buffer = min_buffer_time(renditions)
     media_end = max(Fraction(p.media_duration, p.timescale) for p in renditions)
     root = ET.Element("MPD", {
@@ -87,6 +94,8 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
             attrs.update(subsegmentAlignment=aligned, subsegmentStartsWithSAP="1")
         aset = ET.SubElement(period, "AdaptationSet", attrs)
         ET.SubElement(aset, "AudioChannelConfiguration", {"schemeIdUri": CHANNEL_SCHEME, "value": str(reps[0].channels)})
+        if loudness is not None:
+            ET.SubElement(aset, "SupplementalProperty", {"schemeIdUri": DASH_SCHEME, "value": loudness.dash_value()})
         ET.SubElement(aset, "Role", {"schemeIdUri": "urn:mpeg:dash:role:2011", "value": "main"})
         for p in reps:
             rep = ET.SubElement(aset, "Representation", {

@@ -9,6 +9,7 @@ from typing import Sequence
 from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
 from manifests.errors import ManifestError
+from manifests.loudness import Normalisation
 from tonearm.core.codecs import codec
 from tonearm.core.model import PackagedRendition
 
@@ -68,13 +69,18 @@ def variant_order(renditions: Sequence[PackagedRendition]) -> list[PackagedRendi
     return ([first] if first else []) + rest
 
 
-def master_playlist(renditions: Sequence[PackagedRendition], uri_of: dict[str, str]) -> str:
+def master_playlist(renditions: Sequence[PackagedRendition], uri_of: dict[str, str],
+                    loudness: Normalisation | None = None) -> str:
     """Audio-only multivariant playlist: one EXT-X-STREAM-INF per rendition, each with CODECS.
 
     Lossless is a variant of its own with CODECS="fLaC", so a client that
     cannot decode it filters that variant out instead of failing the stream.
+    The loudness figures are EXT-X-SESSION-DATA (RFC 8216 4.3.4.4), one
+    DATA-ID per known figure with its number as VALUE (see manifests.loudness).
     """
     lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", T.INDEPENDENT_SEGMENTS]
+    for data_id, value in loudness.hls_session_data() if loudness else ():
+        lines.append(f"{T.SESSION_DATA}:{T.DATA_ID}={_quote(data_id)},{T.VALUE}={_quote(value)}")
     for p in variant_order(renditions):
         attrs = [f"{T.BANDWIDTH}={peak_bandwidth(p)}", f"{T.AVERAGE_BANDWIDTH}={average_bandwidth(p)}",
                  f"{T.CODECS}={_quote(p.codecs)}"]

@@ -10,6 +10,7 @@ EXTINF = "#EXTINF"
 BYTERANGE = "#EXT-X-BYTERANGE"
 ENDLIST = "#EXT-X-ENDLIST"
 STREAM_INF = "#EXT-X-STREAM-INF"
+SESSION_DATA = "#EXT-X-SESSION-DATA"
 
 # attributes
 URI = "URI"
@@ -17,6 +18,8 @@ ATTR_BYTERANGE = "BYTERANGE"
 BANDWIDTH = "BANDWIDTH"
 AVERAGE_BANDWIDTH = "AVERAGE-BANDWIDTH"
 CODECS = "CODECS"
+DATA_ID = "DATA-ID"
+VALUE = "VALUE"
 
 # fMP4 Media Segments and EXT-X-MAP in a Media Playlist without I-frames need version 6+;
 # version 7 is the first whose BANDWIDTH is the peak segment bit rate (RFC 8216 7).

@@ -14,6 +14,8 @@ import struct
 from typing import Sequence
 
 from packager.boxes import box, full_box
+from packager.loudness import ludt
+from tonearm.core.model import Loudness
 
 TRACK_ID = 1
 _MATRIX = struct.pack(">9I", 0x10000, 0, 0, 0, 0x10000, 0, 0, 0, 0x40000000)
@@ -27,13 +29,15 @@ TRUN_SIZE = 0x000200
 
 
 def init_segment(*, sample_entry: bytes, timescale: int, priming: int, duration: int,
-                 language: bytes = b"\x55\xc4") -> bytes:
+                 language: bytes = b"\x55\xc4", loudness: Loudness | None = None) -> bytes:
     """ftyp + moov for one audio track.
 
     The edit list carries gapless playback (14496-12 8.6.6; Apple's and
     ffmpeg's AAC convention): media_time skips the encoder delay, and
     segment_duration (movie timescale = media timescale here) stops at the
     master's last sample, so the padding of the final frame is not played.
+    The master's loudness, when known, is the track's ``udta/ludt`` (see
+    packager.loudness), last in the trak as 14496-12's box table (Table 1) lists it.
     """
     ftyp = box("ftyp", b"iso6", struct.pack(">I", 0), b"iso6", b"cmfc", b"dash", b"mp41")
     mvhd = full_box("mvhd", 0, 0, struct.pack(">IIII", 0, 0, timescale, 0), struct.pack(">IH", 0x10000, 0x0100),
@@ -56,7 +60,9 @@ def init_segment(*, sample_entry: bytes, timescale: int, priming: int, duration:
         full_box("stco", 0, 0, bytes(4)),
     )
     minf = box("minf", full_box("smhd", 0, 0, bytes(4)), dinf, stbl)
-    trak = box("trak", tkhd, box("edts", elst), box("mdia", mdhd, hdlr, minf))
+    loudness_box = ludt(loudness)
+    udta = box("udta", loudness_box) if loudness_box else b""
+    trak = box("trak", tkhd, box("edts", elst), box("mdia", mdhd, hdlr, minf), udta)
     # trex defaults: description 1, no default duration/size, flags 0 = every sample is a sync sample.
     mvex = box("mvex", full_box("trex", 0, 0, struct.pack(">IIIII", TRACK_ID, 1, 0, 0, 0)))
     return ftyp + box("moov", mvhd, trak, mvex)

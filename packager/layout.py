@@ -27,7 +27,7 @@ from packager.errors import PackagerError
 from tonearm.core.config import LadderConfig
 from tonearm.core.layouts import INIT_NAME, LAYOUTS, RESERVED_RUNG_NAMES, SEGMENT_TEMPLATE
 from tonearm.core.layouts import layout as layout_named
-from tonearm.core.model import EncodedRendition, PackagedRendition, SegmentEvent
+from tonearm.core.model import EncodedRendition, Loudness, PackagedRendition, SegmentEvent
 
 Listener = Callable[[SegmentEvent], None]
 
@@ -43,18 +43,21 @@ class _Cut:
 
 
 def package(encoded: list[EncodedRendition], ladder: LadderConfig, out_dir: Path, *, layout: str,
-            listener: Listener | None = None) -> list[PackagedRendition]:
-    """Package every encoded rendition in ``layout`` under ``out_dir``, announcing each segment."""
+            listener: Listener | None = None, loudness: Loudness | None = None) -> list[PackagedRendition]:
+    """Package every encoded rendition in ``layout`` under ``out_dir``, announcing each segment.
+
+    ``loudness`` (the master's, from ingest) goes into every init segment as a ``ludt`` box.
+    """
     if layout not in LAYOUTS:
         raise PackagerError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     clash = sorted({e.rung.name for e in encoded} & RESERVED_RUNG_NAMES)
     if clash:
         raise PackagerError(f"rung name {clash[0]!r} is reserved: it would overwrite the layout's own files")
-    return [_package_one(e, ladder, Path(out_dir), layout, listener) for e in encoded]
+    return [_package_one(e, ladder, Path(out_dir), layout, listener, loudness) for e in encoded]
 
 
 def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, layout: str,
-                 listener: Listener | None) -> PackagedRendition:
+                 listener: Listener | None, loudness: Loudness | None) -> PackagedRendition:
     track = read_track(enc.path)
     entry = describe(track.sample_entry)
     seg_ticks = Fraction(ladder.segment_samples * track.timescale, ladder.sample_rate)
@@ -65,7 +68,7 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
         )
     cuts = list(plan(track, int(seg_ticks)))
     init = cmaf.init_segment(sample_entry=track.sample_entry, timescale=track.timescale, priming=track.priming,
-                             duration=track.presentation_duration, language=track.language)
+                             duration=track.presentation_duration, language=track.language, loudness=loudness)
     write = _write_single if layout_named(layout).single_file else _write_segmented
     events, init_uri, extra = write(enc.rung.name, track, cuts, init, out_dir, listener)
     return PackagedRendition(

@@ -25,7 +25,7 @@ from typing import Any
 
 from ingest import Rejected, content_id, inspect
 from ingest.names import printable
-from manifests import write_manifests
+from manifests import average_bandwidth, normalisation, peak_bandwidth, write_manifests
 from packager import package
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
@@ -184,11 +184,15 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: Lea
         encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
                                 timeout=cfg.ffmpeg.timeout)
         ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
-        layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout) for layout in cfg.ladder.layouts}
-        manifest_uris = write_manifests(staging, layouts, info)
+        layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout, loudness=info.loudness)
+                   for layout in cfg.ladder.layouts}
+        manifest_uris = write_manifests(staging, layouts, info, loudness_target=cfg.ladder.loudness_target)
         shutil.rmtree(staging / ".encode", ignore_errors=True)
+        record = master_json(info)
+        norm = normalisation(info.loudness, cfg.ladder.loudness_target)  # the figures the manifests carry
         descriptor = {
-            **master_json(info),
+            **record,
+            "loudness": {**record["loudness"], "target_lufs": norm.target_lufs, "gain_db": norm.gain_db},
             "manifests": manifest_uris,
             "renditions": [_rendition_json(p) for p in next(iter(layouts.values()))],
             "published_at": time.time(),
@@ -208,6 +212,8 @@ def _rendition_json(p: Any) -> dict[str, Any]:
         "codec": p.rung.codec,
         "codecs": p.codecs,
         "nominal_bitrate": p.rung.bitrate,
+        "bandwidth": peak_bandwidth(p),  # HLS BANDWIDTH (the RFC 8216 peak); the same bytes in every layout
+        "average_bandwidth": average_bandwidth(p),  # HLS AVERAGE-BANDWIDTH
         "sample_rate": p.sample_rate,
         "channels": p.channels,
         "segments": len(p.segments),

@@ -34,7 +34,7 @@ from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
 from tonearm.core.model import Rung
 
 __all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ConfigError",
-           "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH")
+           "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH", "DEFAULT_LOUDNESS_TARGET")
 
 
 class ConfigError(TonearmError, ValueError):
@@ -52,6 +52,7 @@ DEFAULT_RUNGS: tuple[Rung, ...] = (
 LOSSLESS_RUNG = Rung(name="flac", codec="flac", bitrate=None)
 
 LADDER_RATE = 48000  # the codec table's frame sizes, and so the segment grid, are counted at this rate
+DEFAULT_LOUDNESS_TARGET = -14.0  # LUFS: the streaming services' common playback level
 MIN_SECRET_LENGTH = 32  # characters of a signing or catalog key: a short secret is guessed offline from one token
 
 # Ranges the schema enforces (msgspec.Meta); an error message prints them from the schema itself.
@@ -61,6 +62,7 @@ ConnectionSeconds = Annotated[float, msgspec.Meta(gt=0, le=86400)]  # up to a da
 AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: any free port
+Lufs = Annotated[float, msgspec.Meta(ge=-40, le=0)]  # a playback loudness target (EBU R128: -23)
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -92,6 +94,9 @@ class LadderConfig(_Section):
     sample_rate: int = LADDER_RATE
     segment_duration: float = 6.4  # seconds; a multiple of the alignment grid (0.32 s at 48 kHz)
     layouts: tuple[str, ...] = ("segmented", "single")  # names in tonearm.core.layouts.LAYOUTS
+    # LUFS a player normalises to: the gain the manifests and asset.json carry is target - integrated loudness,
+    # lowered so the true peak stays at or below -1 dBTP
+    loudness_target: Lufs = DEFAULT_LOUDNESS_TARGET
 
     @property
     def segment_samples(self) -> int:
