@@ -10,6 +10,7 @@ from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
 from manifests.errors import ManifestError
 from manifests.loudness import Normalisation
+from manifests.timeline import presented_ticks
 from tonearm.core.codecs import codec
 from tonearm.core.model import PackagedRendition
 
@@ -33,7 +34,14 @@ def _byterange(length: int, offset: int) -> str:
 
 
 def media_playlist(p: PackagedRendition) -> str:
-    """One rendition's playlist: EXT-X-MAP + one EXTINF per segment (+ EXT-X-BYTERANGE in one file)."""
+    """One rendition's playlist: EXT-X-MAP + one EXTINF per segment (+ EXT-X-BYTERANGE in one file).
+
+    EXTINF is what the listener hears of the segment (manifests.timeline): the
+    first excludes the encoder's priming, the last ends at the master's last
+    sample, so the playlist lasts the master's duration on every rung, as
+    clients that honour the init segment's edit list (Chromium's MSE, ffmpeg)
+    present it.
+    """
     lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", f"{T.TARGETDURATION}:{target_duration(p)}",
              f"{T.PLAYLIST_TYPE}:{T.VOD}", T.INDEPENDENT_SEGMENTS]
     map_attrs = f"{T.URI}={_quote(p.init_uri)}"
@@ -43,8 +51,8 @@ def media_playlist(p: PackagedRendition) -> str:
         first, last = p.init_range
         map_attrs += f",{T.ATTR_BYTERANGE}={_quote(_byterange(last - first + 1, first))}"
     lines.append(f"{T.MAP}:{map_attrs}")
-    for s in p.segments:
-        lines.append(f"{T.EXTINF}:{seconds(s.duration, p.timescale)},")
+    for s, ticks in zip(p.segments, presented_ticks(p)):
+        lines.append(f"{T.EXTINF}:{seconds(ticks, p.timescale)},")
         if p.single_file:
             # RFC 8216 4.3.2.2: an explicit offset on every range, so each line stands alone.
             lines.append(f"{T.BYTERANGE}:{_byterange(s.size, s.offset)}")

@@ -18,7 +18,7 @@ from urllib.parse import urljoin
 
 import m3u8
 import msgspec
-from fixtures_packager import average_rate, dash_rate, rfc8216_peak
+from fixtures_packager import average_rate, dash_rate, elst_entries, rfc8216_peak
 from fixtures_transcode import default_sample_duration, fragment_durations, parse_sidx
 from mpegdash.parser import MPEGDASHParser
 
@@ -99,7 +99,7 @@ def get(url: str, byterange: tuple[int, int] | None = None) -> bytes:
 @dataclass(frozen=True)
 class Measured:
     sizes: tuple[int, ...]  # bytes of each media segment as served
-    ticks: tuple[int, ...]  # duration of each segment from its trun boxes
+    ticks: tuple[int, ...]  # duration of each segment from its trun boxes (HLS: the part heard, its EXTINF)
     timescale: int
 
     @property
@@ -140,12 +140,14 @@ def _timescale(init: bytes) -> int:
 
 
 def measure_hls_media(url: str) -> tuple[m3u8.M3U8, Measured]:
-    """Fetch a media playlist, its init section and every segment; measure them."""
+    """Fetch a media playlist, its init section and every segment; measure them.  The ticks are what is
+    heard of each segment, its EXTINF exactly: its trun durations shifted back by the init segment's edit
+    list media_time (the priming) and clipped to the edit's duration (14496-12 8.6.6)."""
     pl = m3u8.loads(get(url).decode(), uri=url)
     assert pl.is_endlist and pl.playlist_type == "vod" and pl.target_duration
     sizes, ticks = [], []
     init_cache: dict[str, bytes] = {}
-    offset = 0
+    offset = start = 0
     for seg in pl.segments:
         init = seg.init_section
         key = f"{init.uri}@{init.byterange}"
@@ -159,9 +161,12 @@ def measure_hls_media(url: str) -> tuple[m3u8.M3U8, Measured]:
         init_bytes = init_cache[key]
         durs = fragment_durations(body, default_sample_duration(init_bytes))
         assert durs, f"no moof in {seg.uri} {seg.byterange}"
+        _, ((shown, skipped),) = elst_entries(init_bytes)
+        heard = min(start + sum(durs) - skipped, shown) - max(start - skipped, 0)
+        start += sum(durs)
         sizes.append(len(body))
-        ticks.append(sum(durs))
-        assert abs(seg.duration - sum(durs) / _timescale(init_bytes)) < 0.001, (seg.uri, seg.duration, durs)
+        ticks.append(heard)
+        assert abs(seg.duration - heard / _timescale(init_bytes)) < 1e-6, (seg.uri, seg.duration, durs, skipped)
     return pl, Measured(tuple(sizes), tuple(ticks), _timescale(init_bytes))
 
 

@@ -8,7 +8,7 @@ import subprocess
 from fractions import Fraction
 
 import pytest
-from fixtures_packager import FFMPEG, dash_rate, ffprobe, measured_media, p4_boxes
+from fixtures_packager import FFMPEG, dash_rate, elst_entries, ffprobe, measured_media, p4_boxes
 from mpegdash.parser import MPEGDASHParser
 
 PROFILES = {"segmented": "urn:mpeg:dash:profile:isoff-live:2011",
@@ -49,7 +49,8 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
     mpd = MPEGDASHParser.parse(str(path))
     assert mpd.type == "static" and mpd.profiles == PROFILES[layout]
     (period,) = mpd.periods
-    media_end = Fraction(0)
+    shown = set()  # edit list durations: the presentation of every rung
+    latest_start = Fraction(0)
     longest = Fraction(0)
     seen = set()
     priorities = {}
@@ -61,7 +62,7 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
         for rep in aset.representations:
             seen.add(rep.id)
             measured = measured_media(pk, layout, rep.id)
-            media_end = max(media_end, Fraction(sum(t for _, _, t in measured), 48000))
+            latest_start = max(latest_start, Fraction(sum(t for _, _, t in measured[:-1]), 48000))
             longest = max(longest, max(Fraction(t, 48000) for _, _, t in measured))
             if layout == "segmented":
                 (tpl,) = rep.segment_templates
@@ -91,6 +92,8 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
                 timelines.add(tuple(r.segment_duration for r in sidx.references))
                 off, size, _ = measured[0]
                 head = (data[lo:hi + 1], data[off:off + size])
+            _, ((edit_duration, _),) = elst_entries(head[0])
+            shown.add(Fraction(edit_duration, 48000))
             codecs, channels = init_codecs(*head, tmp_path)
             assert rep.codecs == codecs and rep.audio_sampling_rate == "48000"
             assert int(acc.value) == channels == pk.channels  # 5.1 -> 6
@@ -102,7 +105,15 @@ def test_mpd_describes_the_files_on_disk(pk, layout, tmp_path):
     assert seen == {p.rung.name for p in pk.layouts[layout]}
     # AAC, which every player decodes, is the preferred first track (dash.js picks by priority)
     assert max(priorities, key=priorities.get) == "mp4a" and len(set(priorities.values())) == len(priorities)
-    assert abs(seconds(mpd.media_presentation_duration) - media_end) <= Fraction(1, 10**6)
+    # The master's length (every rung presents the same), not the media timeline with the priming; 1 us
+    # more only when a last segment starts at that end in MPD time, so that players still fetch it.
+    (master_length,) = shown
+    assert master_length == Fraction(pk.seconds).limit_denominator(48000)
+    declared = seconds(mpd.media_presentation_duration)
+    if latest_start < master_length:
+        assert abs(declared - master_length) <= Fraction(1, 2 * 10**6)
+    else:
+        assert latest_start < declared <= latest_start + Fraction(2, 10**6)
     assert seconds(mpd.min_buffer_time) >= longest
 
 
