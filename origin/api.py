@@ -1,5 +1,10 @@
 """The JSON API: ``/api/assets`` (paginated catalog) and ``/api/assets/<id>`` (one asset).
 
+``/api/assets?q=<text>&limit=&offset=`` searches: assets whose title or artist contains the text,
+case-insensitively (``MAX_QUERY`` characters at most, no control characters; ``%`` and ``_`` are
+literal), in the same order and pages as the list, ``total`` counting the matches.  It searches
+the tags only, never the master's file name, in every mode.
+
 ``[origin] catalog`` decides who may read it and what it says:
 
 ``"public"`` (default)
@@ -24,6 +29,7 @@ import asyncio
 import hmac
 import json
 import time
+import unicodedata
 from typing import Any
 
 from aiohttp import web
@@ -37,6 +43,7 @@ from tonearm.core.storage import is_asset_id
 __all__ = ("CatalogAPI", "handle")
 
 MAX_LIMIT = 500
+MAX_QUERY = 100  # characters of a search; a longer ?q= is 400
 SIGNED_TTL = 3600
 AUTH_CHALLENGE = 'Bearer realm="tonearm catalog"'
 
@@ -78,6 +85,16 @@ def _int(value: str | None, default: int, lo: int, hi: int) -> int:
     if not value.isdigit():
         raise ValueError(value)
     return max(lo, min(hi, int(value)))
+
+
+def _search(value: str | None) -> str | None:
+    """``?q=``: the text to search for (None: no search), or ValueError for one the API refuses."""
+    text = (value or "").strip()
+    if len(text) > MAX_QUERY:
+        raise ValueError(f"q is longer than {MAX_QUERY} characters")
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise ValueError("q holds a control character")
+    return text or None
 
 
 def authorized(key: str, header: str | None) -> bool:
@@ -154,6 +171,7 @@ async def handle(origin: "CatalogAPI", request: web.Request, extra: dict[str, st
         try:
             limit = _int(q.get("limit"), 50, 1, MAX_LIMIT)
             offset = _int(q.get("offset"), 0, 0, 10**9)
+            search = _search(q.get("q"))
             if not trusted and raw_state != AssetState.PUBLISHED.value:
                 return _json(400, {"error": "the public catalog lists published assets only"}, extra)
             state = None if raw_state == "all" else AssetState(raw_state)
@@ -163,11 +181,13 @@ async def handle(origin: "CatalogAPI", request: web.Request, extra: dict[str, st
 
         def query() -> tuple[list[Any], int]:
             cat = _catalog(origin)
-            return cat.list(limit=limit, offset=offset, state=state), cat.count(state=state)
+            return (cat.list(limit=limit, offset=offset, state=state, q=search),
+                    cat.count(state=state, q=search))
 
         records, total = await loop.run_in_executor(None, query)
         return _json(200, {"items": [_summary(origin, r, trusted) for r in records], "limit": limit,
-                           "offset": offset, "total": total, "state": raw_state}, extra, private=trusted)
+                           "offset": offset, "total": total, "state": raw_state, "q": search or ""}, extra,
+                     private=trusted)
     asset_id = path.removeprefix("/api/assets/")
     if path.startswith("/api/assets/") and is_asset_id(asset_id):
         rec = await loop.run_in_executor(None, lambda: _catalog(origin).get(asset_id))

@@ -9,6 +9,16 @@ A catalog that cannot be used (not a database, truncated, another schema, a
 directory in its place) or cannot be written (a full disk) raises
 ``CatalogError``, whose message names the file and what to do.  The catalog is
 derived data: ``tonearm.core.catalog_rebuild`` recreates it from the published descriptors.
+
+Search: ``list(q=...)`` and ``count(q=...)`` match a case-insensitive substring of the title or the
+artist (never the master's file name).  Each row keeps its tags' title and artist folded (NFKC,
+casefold) in ``search_title`` / ``search_artist``, written with ``info`` by ``set_state`` and
+``restore_published``; a catalog made before those columns gets them, filled from ``info``, the first
+time it is opened.  The index ``assets_listing (state, created_at, id, search_title, search_artist)``
+holds every column a page or a search filters and sorts on, so a page of published assets, its
+count and a search scan that narrow index (a substring has no B-tree order to seek: ``LIKE '%x%'``
+reads every entry of the state, a few bytes each) and read the rows (with their ``info`` JSON) of
+the page only.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import socket
 import sqlite3
 import threading
 import time
+import unicodedata
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,10 +51,17 @@ CREATE TABLE IF NOT EXISTS assets (
     owner TEXT,
     lease_until REAL,
     created_at REAL NOT NULL,
-    updated_at REAL NOT NULL
+    updated_at REAL NOT NULL,
+    search_title TEXT,
+    search_artist TEXT
 );
 CREATE INDEX IF NOT EXISTS assets_created ON assets(created_at);
 """
+# Created after SEARCH_COLUMNS exist (an older catalog gets them in _migrate first).
+INDEXES = """
+CREATE INDEX IF NOT EXISTS assets_listing ON assets(state, created_at, id, search_title, search_artist);
+"""
+SEARCH_COLUMNS = ("search_title", "search_artist")  # added to older catalogs; not required by _check_schema
 
 FINAL_STATES = {AssetState.PUBLISHED, AssetState.QUARANTINED}
 COLUMNS = ("id", "state", "source_name", "info", "error", "owner", "lease_until", "created_at", "updated_at")
@@ -122,6 +140,8 @@ class Catalog:
                     _check_schema(self.path, db)  # before anything is written to a file that is not ours
                     db.execute("PRAGMA journal_mode=WAL")
                     db.executescript(SCHEMA)
+                    _migrate(db)
+                    db.executescript(INDEXES)
                 return
             except sqlite3.OperationalError as exc:
                 if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -195,8 +215,8 @@ class Catalog:
         sets = ["state=?", "updated_at=?"]
         args: list[Any] = [state.value, time.time()]
         if info is not None:
-            sets.append("info=?")
-            args.append(json.dumps(info, sort_keys=True))
+            sets += ["info=?", "search_title=?", "search_artist=?"]
+            args += [json.dumps(info, sort_keys=True), *search_keys(info)]
         if error is not None:
             sets.append("error=?")
             args.append(json.dumps(error, sort_keys=True))
@@ -215,23 +235,22 @@ class Catalog:
         return _record(row) if row else None
 
     @_guarded
-    def list(self, *, limit: int = 50, offset: int = 0, state: AssetState | None = None) -> list[AssetRecord]:
-        query = "SELECT id, state, source_name, info, error, created_at, updated_at FROM assets"
-        args: list[Any] = []
-        if state is not None:
-            query += " WHERE state=?"
-            args.append(state.value)
-        query += " ORDER BY created_at, id LIMIT ? OFFSET ?"
+    def list(self, *, limit: int = 50, offset: int = 0, state: AssetState | None = None,
+             q: str | None = None) -> list[AssetRecord]:
+        """A page in publishing order (created_at, id); ``q``: only rows whose title or artist contains it."""
+        where, args = _filter(state, q)
+        # The page's ids come from the index alone; only those rows (and their info) are read.
+        query = (f"SELECT {RECORD} FROM assets WHERE rowid IN (SELECT rowid FROM assets{where}"
+                 " ORDER BY created_at, id LIMIT ? OFFSET ?) ORDER BY created_at, id")
         with closing(self._connect()) as db:
             rows = db.execute(query, (*args, limit, offset)).fetchall()
         return [_record(r) for r in rows]
 
     @_guarded
-    def count(self, *, state: AssetState | None = None) -> int:
+    def count(self, *, state: AssetState | None = None, q: str | None = None) -> int:
+        where, args = _filter(state, q)
         with closing(self._connect()) as db:
-            if state is None:
-                return db.execute("SELECT COUNT(*) FROM assets").fetchone()[0]
-            return db.execute("SELECT COUNT(*) FROM assets WHERE state=?", (state.value,)).fetchone()[0]
+            return db.execute(f"SELECT COUNT(*) FROM assets{where}", args).fetchone()[0]
 
     @_guarded
     def verify(self) -> None:
@@ -257,12 +276,13 @@ class Catalog:
                 at = d.get("published_at")
                 created = float(at) if isinstance(at, (int, float)) and not isinstance(at, bool) else now
                 db.execute(
-                    "INSERT INTO assets(id, state, source_name, info, error, owner, lease_until, created_at, updated_at)"
-                    " VALUES (?,?,?,?,NULL,NULL,NULL,?,?)"
+                    "INSERT INTO assets(id, state, source_name, info, error, owner, lease_until, created_at, updated_at,"
+                    " search_title, search_artist) VALUES (?,?,?,?,NULL,NULL,NULL,?,?,?,?)"
                     " ON CONFLICT(id) DO UPDATE SET state=excluded.state, source_name=excluded.source_name,"
-                    " info=excluded.info, error=NULL, owner=NULL, lease_until=NULL, updated_at=excluded.updated_at",
+                    " info=excluded.info, error=NULL, owner=NULL, lease_until=NULL, updated_at=excluded.updated_at,"
+                    " search_title=excluded.search_title, search_artist=excluded.search_artist",
                     (d["asset_id"], AssetState.PUBLISHED.value, d["source_name"], json.dumps(d, sort_keys=True),
-                     created, now),
+                     created, now, *search_keys(d)),
                 )
 
 
@@ -280,6 +300,70 @@ def owner_alive(owner: str) -> bool:
     except PermissionError:  # exists, owned by someone else
         return True
     return True
+
+
+RECORD = "id, state, source_name, info, error, created_at, updated_at"  # the columns of an AssetRecord
+
+
+def fold(text: str) -> str:
+    """The form titles, artists and queries are compared in: NFKC, then casefolded ("Ärzte" ~ "ärzte")."""
+    return unicodedata.normalize("NFKC", text).casefold()
+
+
+def search_keys(info: dict[str, Any] | None) -> tuple[str, str]:
+    """(title, artist) of a record's ``info`` (its ``tags``), folded; '' where a tag is missing."""
+    tags = (info or {}).get("tags") if isinstance(info, dict) else None
+    tags = tags if isinstance(tags, dict) else {}
+    return tuple(fold(v) if isinstance(v := tags.get(k), str) else "" for k in ("title", "artist"))  # type: ignore[return-value]
+
+
+def like_pattern(q: str) -> str:
+    """A LIKE pattern (ESCAPE '\\') matching ``q`` anywhere, folded: its own %, _ and \\ are literal."""
+    escaped = fold(q).replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _filter(state: AssetState | None, q: str | None) -> tuple[str, list[Any]]:
+    """The WHERE clause (with a leading space, or empty) and its arguments for a state and a search."""
+    terms: list[str] = []
+    args: list[Any] = []
+    if state is not None:
+        terms.append("state=?")
+        args.append(state.value)
+    if q:
+        terms.append("(search_title LIKE ? ESCAPE '\\' OR search_artist LIKE ? ESCAPE '\\')")
+        args += [like_pattern(q)] * 2
+    return (" WHERE " + " AND ".join(terms) if terms else ""), args
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    """Give a catalog made before search its columns, filled from each row's info (one transaction:
+    another process opening it at the same time finds them there when it gets the lock)."""
+    if all(c in _columns(db) for c in SEARCH_COLUMNS):
+        return
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        have = _columns(db)
+        if not all(c in have for c in SEARCH_COLUMNS):
+            for column in SEARCH_COLUMNS:
+                if column not in have:
+                    db.execute(f"ALTER TABLE assets ADD COLUMN {column} TEXT")
+            rows = db.execute("SELECT id, info FROM assets WHERE info IS NOT NULL").fetchall()
+            for asset_id, info in rows:
+                try:
+                    keys = search_keys(json.loads(info))
+                except ValueError:  # a damaged row: verify() reports it; it is simply not found by search
+                    keys = ("", "")
+                db.execute("UPDATE assets SET search_title=?, search_artist=? WHERE id=?", (*keys, asset_id))
+        db.execute("COMMIT")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+
+
+def _columns(db: sqlite3.Connection) -> set[str]:
+    return {row[1] for row in db.execute("PRAGMA table_info(assets)")}
 
 
 def _record(row: tuple[Any, ...]) -> AssetRecord:
