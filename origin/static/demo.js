@@ -1,7 +1,16 @@
-/* tonearm demo page: lists the published assets (/api/assets, then /api/assets/<id> for loudness
- * and ladder) and plays each one with hls.js over Media Source Extensions, or natively where the
- * browser plays HLS itself (Safari). The listener can pin a rendition or leave it on automatic;
- * the line under the player says what is being heard and at which bit rate.
+/* tonearm demo page: lists the published assets a page at a time (/api/assets?q=&limit=&offset=, then
+ * /api/assets/<id> for the master's format), with a search on title and artist, and plays each one
+ * with hls.js over Media Source Extensions, or natively where the browser plays HLS itself (Safari).
+ * The listener can pin a rendition or leave it on automatic; the line under the player says what is
+ * being heard and at which bit rate. Every column is filled from the catalog before anything plays:
+ * the declared peak is the descriptor's per-rendition HLS BANDWIDTH (renditions[i].bandwidth).
+ *
+ * Loudness normalisation (on by default, a switch turns it off): each asset plays through Web Audio,
+ * MediaElementSource -> GainNode (its gain) -> the page's output bus -> destination. The gain is the
+ * descriptor's loudness.gain_db (min(target - integrated, -1 - true peak), computed at ingest to
+ * loudness.target_lufs); a descriptor without it gets the same rule computed here with -14 LUFS.
+ * Native HLS (Safari) is not routed through Web Audio (WebKit has given MediaElementSource silence for
+ * native HLS, and no Safari runs in the tests): there the element's volume applies cuts, no boost.
  *
  * hls.js 1.7.4 cannot switch an existing SourceBuffer from Opus back to AAC (it never calls
  * changeType; see tests/test_players_matrix.py), so a pick that changes the codec family rebuilds
@@ -9,10 +18,17 @@
  */
 'use strict';
 
-const PAGE = 50;
+const PAGE = 20; // assets a page; ?per=N (1-100) in the page's URL changes it
+const MAX_QUERY = 100; // the API's bound on ?q=
+const SEARCH_DELAY_MS = 250;
+const DEFAULT_TARGET_LUFS = -14;
+const TRUE_PEAK_CEILING_DBTP = -1;
+const NORMALISE_KEY = 'tonearm.normalise';
 const CODEC_NAMES = { mp4a: 'AAC', opus: 'Opus', flac: 'FLAC', alac: 'ALAC', 'ec-3': 'E-AC-3', 'ac-3': 'AC-3' };
-const players = new Map(); // asset id -> AssetPlayer
-window.tonearmDemo = { players, errors: [] }; // for people poking around, and for the browser test
+const players = new Map(); // asset id -> AssetPlayer, the current page's
+const sound = { context: null, output: null, normalise: true };
+// For people poking around, and for the browser tests (sound.output is the bus every asset's gain feeds).
+window.tonearmDemo = { players, errors: [], sound };
 
 const $ = (root, selector) => root.querySelector(selector);
 
@@ -43,20 +59,76 @@ function loudness(l) {
   return parts.join(' · ');
 }
 
-async function getJSON(url) {
-  const r = await fetch(url, { headers: { Accept: 'application/json' } });
-  if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
-  return r.json();
+/** The declared peak bit rate (HLS BANDWIDTH), or a dash when it is not known. */
+function peak(bps) {
+  return Number.isFinite(bps) && bps > 0 ? kbps(bps) : '—';
 }
 
-/** Every published asset, page by page (the API caps a page). */
-async function listAssets() {
-  const items = [];
-  for (let offset = 0; ; offset += PAGE) {
-    const page = await getJSON(`/api/assets?limit=${PAGE}&offset=${offset}`);
-    items.push(...page.items);
-    if (!page.items.length || items.length >= page.total) return items;
+/** The normalisation gain of an asset: the descriptor's, or the same rule computed here when it has none.
+ *  { db: number | null (null: no gain, e.g. a silent master), target: LUFS, from: 'descriptor' | 'page' } */
+function normalisation(l) {
+  l = l || {};
+  const target = Number.isFinite(l.target_lufs) ? l.target_lufs : DEFAULT_TARGET_LUFS;
+  if ('gain_db' in l) return { db: Number.isFinite(l.gain_db) ? l.gain_db : null, target, from: 'descriptor' };
+  if (l.silent || !Number.isFinite(l.integrated_lufs) || !Number.isFinite(l.true_peak_dbtp)) {
+    return { db: null, target, from: 'page' };
   }
+  const db = Math.min(target - l.integrated_lufs, TRUE_PEAK_CEILING_DBTP - l.true_peak_dbtp);
+  return { db: Math.round(db * 100) / 100, target, from: 'page' };
+}
+
+/** "-3.2 dB", "+4.0 dB", "0.0 dB". */
+function decibels(db) {
+  const r = Math.round(db * 10) / 10;
+  return `${r > 0 ? '+' : r < 0 ? '-' : ''}${Math.abs(r).toFixed(1)} dB`;
+}
+
+function lufs(value) {
+  return `${value < 0 ? '−' : ''}${Math.abs(value).toFixed(value % 1 ? 1 : 0)} LUFS`;
+}
+
+/** The page's audio graph, made on a listener's first click (a user gesture lets it start). */
+function audioGraph() {
+  if (!sound.context) {
+    const Context = window.AudioContext || window.webkitAudioContext;
+    if (!Context) return null;
+    sound.context = new Context();
+    sound.output = sound.context.createGain(); // unity: the one place every asset's sound passes
+    sound.output.connect(sound.context.destination);
+  }
+  if (sound.context.state === 'suspended') sound.context.resume().catch(() => {});
+  return sound.context;
+}
+
+function setNormalise(on) {
+  sound.normalise = on;
+  try { localStorage.setItem(NORMALISE_KEY, on ? 'on' : 'off'); } catch (e) { /* private mode: not kept */ }
+  document.body.dataset.normalise = on ? 'on' : 'off';
+  for (const p of players.values()) p.applyGain();
+  showLevel();
+}
+
+/** The toolbar's line: the asset playing and the gain it gets. */
+function showLevel() {
+  const el = document.getElementById('level');
+  const playing = [...players.values()].find((p) => !p.audio.paused);
+  if (!playing) {
+    el.textContent = 'Nothing playing';
+    delete el.dataset.gainDb;
+    return;
+  }
+  el.dataset.gainDb = String(playing.applied);
+  el.textContent = `Playing “${playing.title}”: ${playing.gainLine()}`;
+}
+
+async function getJSON(url, signal) {
+  const r = await fetch(url, { headers: { Accept: 'application/json' }, signal });
+  if (!r.ok) {
+    let why = `HTTP ${r.status}`;
+    try { why = (await r.json()).error || why; } catch (e) { /* not JSON */ }
+    throw new Error(`${url}: ${why}`);
+  }
+  return r.json();
 }
 
 class AssetPlayer {
@@ -69,12 +141,16 @@ class AssetPlayer {
     const playback = asset.playback || {};
     this.url = (playback.segmented || playback.single || {}).hls;
     this.renditions = asset.renditions || [];
+    this.title = asset.title || asset.id.slice(0, 12);
+    this.norm = normalisation(asset.loudness);
+    this.gainNode = null; // made with the player, on the first click
+    this.applied = 0; // dB applied to what is heard now
     this.hls = null;
     this.wanted = 'auto';
     this.autoFamily = null; // the codec family hls.js's ABR settled on when left on automatic
     this.select.addEventListener('change', () => this.pick(this.select.value));
     this.audio.addEventListener('play', () => this.onPlay());
-    this.audio.addEventListener('pause', () => card.classList.remove('active'));
+    this.audio.addEventListener('pause', () => { card.classList.remove('active'); showLevel(); });
     // The player is made on the first click: a page of assets must not open a MediaSource (and an
     // hls.js worker) per asset before anyone listens.
     this.button = $(card, 'button.start');
@@ -82,10 +158,76 @@ class AssetPlayer {
   }
 
   start() {
+    this.begun = true;
     this.button.hidden = true;
     this.audio.hidden = false;
     this.attach(-1, undefined);
+    this.applyGain();
     this.audio.play().catch(() => {});
+  }
+
+  /** Route the element through its GainNode (once: an element has one MediaElementSource for life). */
+  connect() {
+    if (this.gainNode || this.native) return this.gainNode;
+    const context = audioGraph();
+    if (!context) return null;
+    try {
+      this.source = context.createMediaElementSource(this.audio);
+      this.gainNode = context.createGain();
+      this.source.connect(this.gainNode).connect(sound.output);
+    } catch (e) {
+      window.tonearmDemo.errors.push({ asset: this.asset.id, type: 'webaudio', details: String(e.message || e) });
+      this.gainNode = null;
+    }
+    return this.gainNode;
+  }
+
+  /** Apply (or lift) the normalisation gain, and say so. */
+  applyGain() {
+    if (!this.begun) { this.renderGain(); return; } // no player yet: nothing to apply
+    const wanted = sound.normalise && this.norm.db != null ? this.norm.db : 0;
+    const node = this.connect();
+    if (node) {
+      const t = node.context.currentTime;
+      node.gain.cancelScheduledValues(t);
+      node.gain.setTargetAtTime(10 ** (wanted / 20), t, 0.015); // ~15 ms: no click
+      this.applied = wanted;
+    } else {
+      // No Web Audio here (native HLS): the element's volume can cut, not boost.
+      this.applied = Math.min(0, wanted);
+      this.audio.volume = 10 ** (this.applied / 20);
+    }
+    if (this.native) this.now.textContent = `Native HLS: the browser chooses the rendition · ${this.gainLine()}`;
+    this.renderGain();
+    this.render();
+    showLevel();
+  }
+
+  /** What the listener hears now: "gain -3.2 dB", "normalisation off", ... */
+  gainLine() {
+    if (!sound.normalise) return 'normalisation off';
+    if (this.norm.db == null) return 'no gain (loudness unknown)';
+    const capped = this.applied !== this.norm.db ? ` (of ${decibels(this.norm.db)}: this player cannot boost)` : '';
+    return `gain ${decibels(this.applied)}${capped}`;
+  }
+
+  renderGain() {
+    const dd = $(this.card, '.gain');
+    const n = this.norm;
+    dd.dataset.gainDb = n.db == null ? '' : String(n.db);
+    dd.classList.toggle('off', !sound.normalise);
+    dd.textContent = n.db == null ? '—' : sound.normalise ? decibels(n.db) : `off (${decibels(n.db)})`;
+    dd.title = n.db == null ? 'No normalisation gain: the loudness is unknown or the master is silent'
+      : `To ${lufs(n.target)}, true peak at most ${TRUE_PEAK_CEILING_DBTP} dBTP`
+        + (n.from === 'descriptor' ? ' (from the asset descriptor)' : ' (computed by this page)');
+  }
+
+  destroy() {
+    this.audio.pause();
+    if (this.hls) this.hls.destroy();
+    this.hls = null;
+    if (this.gainNode) { this.source.disconnect(); this.gainNode.disconnect(); }
+    this.audio.removeAttribute('src');
   }
 
   /** Create the player; `level` pins a rendition from the start (null: automatic). */
@@ -113,6 +255,7 @@ class AssetPlayer {
       hls.attachMedia(this.audio);
       hls.loadSource(this.url);
     } else if (this.audio.canPlayType('application/vnd.apple.mpegurl')) {
+      this.native = true; // no MediaElementSource for native HLS: the gain goes on the element's volume
       this.audio.src = this.url; // Safari: native HLS picks the rendition itself
       this.select.disabled = true;
       this.select.title = 'Native HLS chooses the rendition';
@@ -149,7 +292,8 @@ class AssetPlayer {
     for (const row of this.card.querySelectorAll('tbody tr')) {
       const level = this.hls.levels[this.levelIndex(row.dataset.rung)];
       row.classList.toggle('unplayable', !level);
-      row.querySelector('.peak').textContent = level ? kbps(level.bitrate) : '—';
+      const cell = row.querySelector('.peak');
+      if (cell.textContent === '—' && level) cell.textContent = peak(level.bitrate); // a descriptor without the figure
     }
     if (this.pendingLevel === undefined) this.pendingLevel = this.wanted === 'auto' ? null : this.levelIndex(this.wanted);
     if (this.pendingLevel != null && this.pendingLevel >= 0) this.hls.loadLevel = this.pendingLevel;
@@ -158,7 +302,9 @@ class AssetPlayer {
 
   onPlay() {
     for (const other of players.values()) if (other !== this) other.audio.pause();
+    if (this.gainNode) audioGraph(); // resumes the context if the browser suspended it
     this.card.classList.add('active');
+    showLevel();
     if (this.hls && !this.started) {
       if (this.loadAt === undefined) this.loadAt = this.audio.currentTime || -1;
       if (this.parsed) this.startLoad();
@@ -224,7 +370,8 @@ class AssetPlayer {
     tag.textContent = mode;
     this.now.append('Now playing ', strong, ` · ${codecLabel(level.audioCodec || level.codecSet)} · ${kbps(level.bitrate)} peak`,
       // Until a fragment was measured, hls.js reports its configured default: not worth showing.
-      estimate > 0 && estimate !== this.hls.config.abrEwmaDefaultEstimate ? ` · network ≈ ${(estimate / 1e6).toFixed(1)} Mb/s` : '', tag);
+      estimate > 0 && estimate !== this.hls.config.abrEwmaDefaultEstimate ? ` · network ≈ ${(estimate / 1e6).toFixed(1)} Mb/s` : '',
+      ` · ${this.gainLine()}`, tag);
     for (const row of this.card.querySelectorAll('tbody tr')) row.classList.toggle('playing', row.dataset.rung === name);
   }
 
@@ -250,6 +397,7 @@ function card(asset) {
   $(node, '.artist').textContent = asset.artist || 'Unknown artist';
   $(node, '.duration').textContent = duration(asset.duration_s);
   $(node, '.loudness').textContent = loudness(asset.loudness);
+  // .gain is written by the player (renderGain), which knows whether normalisation is on
   const rate = asset.sample_rate ? `${(asset.sample_rate / 1000).toLocaleString('en')} kHz` : '';
   $(node, '.master').textContent = [String(asset.codec || '').toUpperCase(), rate, asset.channels && `${asset.channels} ch`].filter(Boolean).join(' · ');
   const body = $(node, 'tbody');
@@ -258,7 +406,7 @@ function card(asset) {
     const row = document.createElement('tr');
     row.dataset.rung = r.name;
     for (const [cls, text] of [['name', r.name], ['codec', codecLabel(r.codecs)], ['nominal', kbps(r.nominal_bitrate)],
-      ['peak', '—'], ['channels', r.channels === 1 ? 'mono' : r.channels === 2 ? 'stereo' : `${r.channels} ch`]]) {
+      ['peak', peak(r.bandwidth)], ['channels', r.channels === 1 ? 'mono' : r.channels === 2 ? 'stereo' : `${r.channels} ch`]]) {
       const td = document.createElement('td');
       td.className = cls;
       td.textContent = text;
@@ -284,29 +432,141 @@ function card(asset) {
   return node;
 }
 
-async function main() {
-  const root = document.getElementById('assets');
-  try {
-    const summaries = await listAssets();
-    const details = await Promise.all(summaries.map((a) => getJSON(`/api/assets/${a.id}`).catch(() => a)));
-    root.innerHTML = '';
-    if (!details.length) {
-      root.innerHTML = '<p class="status">Nothing is published yet: <code>tonearm ingest FILE</code> adds a master.</p>';
-      return;
-    }
-    for (const asset of details) {
-      const node = card(asset);
-      root.append(node);
-      players.set(asset.id, new AssetPlayer(node, asset));
-    }
-  } catch (e) {
-    root.innerHTML = '';
-    const p = document.createElement('p');
-    p.className = 'status error';
-    p.textContent = `Could not load the catalog: ${e.message}`;
-    root.append(p);
+/** What the catalog shows: the search, the page, and the last answer. */
+const view = { q: '', offset: 0, per: PAGE, total: 0, seq: 0, abort: null };
+
+function readLocation() {
+  const params = new URLSearchParams(location.search);
+  view.q = (params.get('q') || '').slice(0, MAX_QUERY);
+  view.offset = Math.max(0, parseInt(params.get('offset'), 10) || 0);
+  const per = parseInt(params.get('per'), 10);
+  view.per = per >= 1 && per <= 100 ? per : PAGE;
+}
+
+function writeLocation() {
+  const params = new URLSearchParams(location.search);
+  for (const [key, value] of [['q', view.q], ['offset', view.offset ? String(view.offset) : '']]) {
+    if (value) params.set(key, value); else params.delete(key);
   }
+  const qs = params.toString();
+  history.replaceState(null, '', `${location.pathname}${qs ? `?${qs}` : ''}`);
+}
+
+function status(root, text, error) {
+  const p = document.createElement('p');
+  p.className = error ? 'status error' : 'status';
+  p.textContent = text;
+  root.replaceChildren(p);
+}
+
+/** Show the page of the catalog at view.offset for view.q. A newer call supersedes an older one. */
+async function showPage() {
+  const root = document.getElementById('assets');
+  const seq = ++view.seq;
+  if (view.abort) view.abort.abort();
+  const abort = new AbortController();
+  view.abort = abort;
+  root.setAttribute('aria-busy', 'true');
+  try {
+    const query = new URLSearchParams({ limit: String(view.per), offset: String(view.offset) });
+    if (view.q) query.set('q', view.q);
+    const page = await getJSON(`/api/assets?${query}`, abort.signal);
+    if (page.total > 0 && view.offset >= page.total) { // past the end (an old link): the last page
+      view.offset = Math.floor((page.total - 1) / view.per) * view.per;
+      return showPage();
+    }
+    // The summaries carry loudness and the ladder; the master's format is in the detail.
+    const assets = await Promise.all(page.items.map((a) => getJSON(`/api/assets/${a.id}`, abort.signal)
+      .then((d) => ({ ...a, ...d })).catch(() => a)));
+    if (seq !== view.seq) return;
+    view.total = page.total;
+    render(root, assets);
+  } catch (e) {
+    if (seq !== view.seq) return;
+    view.total = 0;
+    for (const p of players.values()) p.destroy();
+    players.clear();
+    status(root, `Could not load the catalog: ${e.message}`, true);
+  }
+  root.removeAttribute('aria-busy');
+  root.dataset.q = view.q;
+  root.dataset.offset = String(view.offset);
+  root.dataset.total = String(view.total);
+  root.dataset.seq = String(seq);
+  pager();
+  writeLocation();
   document.body.dataset.ready = 'true';
+}
+
+function render(root, assets) {
+  // A player that is playing and still on the page keeps playing; every other one is let go.
+  const keep = new Map();
+  for (const [id, p] of players) {
+    if (!p.audio.paused && assets.some((a) => a.id === id)) keep.set(id, p); else p.destroy();
+  }
+  players.clear();
+  if (!assets.length) {
+    status(root, view.q ? `Nothing matches “${view.q}”.`
+      : 'Nothing is published yet: tonearm ingest FILE adds a master.');
+    return;
+  }
+  const nodes = [];
+  for (const asset of assets) {
+    let player = keep.get(asset.id);
+    if (!player) {
+      player = new AssetPlayer(card(asset), asset);
+      player.renderGain();
+    }
+    players.set(asset.id, player);
+    nodes.push(player.card);
+  }
+  root.replaceChildren(...nodes);
+  const targets = new Set([...players.values()].map((p) => p.norm.target));
+  if (targets.size === 1) document.querySelector('.switch .target').textContent = `to ${lufs([...targets][0])}`;
+  showLevel();
+}
+
+function pager() {
+  const nav = document.querySelector('nav.pager');
+  const shown = players.size;
+  nav.hidden = view.total === 0;
+  document.getElementById('prev').disabled = view.offset === 0;
+  document.getElementById('next').disabled = view.offset + view.per >= view.total;
+  const n = (x) => x.toLocaleString('en');
+  document.getElementById('range').textContent = shown
+    ? `${n(view.offset + 1)}–${n(view.offset + shown)} of ${n(view.total)}${view.q ? ' found' : ''}` : '';
+}
+
+function main() {
+  readLocation();
+  try { sound.normalise = localStorage.getItem(NORMALISE_KEY) !== 'off'; } catch (e) { /* default: on */ }
+  document.body.dataset.normalise = sound.normalise ? 'on' : 'off';
+  const toggle = document.getElementById('normalise');
+  toggle.checked = sound.normalise;
+  toggle.addEventListener('change', () => setNormalise(toggle.checked));
+
+  const search = document.getElementById('search');
+  search.value = view.q;
+  let timer = null;
+  const run = () => {
+    clearTimeout(timer);
+    const q = search.value.trim().slice(0, MAX_QUERY);
+    if (q === view.q) return;
+    view.q = q;
+    view.offset = 0;
+    showPage();
+  };
+  search.addEventListener('input', () => { clearTimeout(timer); timer = setTimeout(run, SEARCH_DELAY_MS); });
+  document.getElementById('search-form').addEventListener('submit', (e) => { e.preventDefault(); run(); });
+  document.getElementById('prev').addEventListener('click', () => {
+    view.offset = Math.max(0, view.offset - view.per);
+    showPage();
+  });
+  document.getElementById('next').addEventListener('click', () => {
+    view.offset += view.per;
+    showPage();
+  });
+  showPage();
 }
 
 main();
