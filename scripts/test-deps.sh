@@ -11,6 +11,13 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null || need+=(chromium)
 command -v wrk >/dev/null || need+=(wrk)
 command -v node >/dev/null || need+=(nodejs npm)
+# GStreamer as a native HLS/DASH client (tests/test_players_gstreamer.py): the command-line tools, and
+# the plugins it needs (souphttpsrc, qtdemux: good; hlsdemux/dashdemux and adaptivedemux2: bad;
+# avdec_aac: libav; opusdec: base, a dependency of the others).
+command -v gst-launch-1.0 >/dev/null || need+=(gstreamer1.0-tools)
+for pkg in gstreamer1.0-plugins-good gstreamer1.0-plugins-bad gstreamer1.0-libav; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "test-deps: missing ${need[*]}; run as root or: sudo apt-get install ${need[*]}" >&2
