@@ -5,9 +5,9 @@ file).  The init segment (EXT-X-MAP / Initialization) is not counted: RFC 8216
 4.1 defines the segment bit rate as "the size of the Media Segment divided by
 its EXTINF duration", and the Media Initialization Section is not part of any
 Media Segment; it is fetched once per rendition switch, not per segment.
-The HLS figures divide by EXTINF durations, which are the presented parts of
-the segments (manifests.timeline: the first is shorter by the encoder's
-priming); the DASH ones follow the MPD's SegmentTimeline, the media timeline.
+The HLS figures divide by the EXTINF durations (manifests.timeline: media
+durations, the last one ending with the master); the DASH ones follow the
+MPD's SegmentTimeline, the media timeline.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ import math
 from fractions import Fraction
 from typing import Sequence
 
-from manifests.timeline import presented_ticks
+from manifests.timeline import extinf_ticks
 from tonearm.core.model import PackagedRendition
 
 
 def _seconds(p: PackagedRendition) -> list[Fraction]:
     """EXTINF of each segment, exactly."""
-    return [Fraction(t, p.timescale) for t in presented_ticks(p)]
+    return [Fraction(t, p.timescale) for t in extinf_ticks(p)]
 
 
 def target_duration(p: PackagedRendition) -> int:
@@ -46,7 +46,7 @@ def peak_bandwidth(p: PackagedRendition) -> int:
     declared: that is all a client can ever fetch, so it is the peak, and it
     equals AVERAGE-BANDWIDTH.
     """
-    return _peak_rate([s.size for s in p.segments], presented_ticks(p), p.timescale, target_duration(p))
+    return _peak_rate([s.size for s in p.segments], extinf_ticks(p), p.timescale, target_duration(p))
 
 
 def _peak_rate(sizes: Sequence[int], ticks: Sequence[int], timescale: int, target: int) -> int:

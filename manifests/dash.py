@@ -9,20 +9,10 @@ One AdaptationSet per codec family and channel count (never mixing stereo and
 5.1: Dolby/DASH-IF guidance); @segmentAlignment only when the boundaries of
 every Representation in the set really coincide.  Timescale = sample rate.
 
-Durations: mediaPresentationDuration is the master's length (every rung's
-presentation_duration, the init segment's edit list duration), not the media
-timeline's, which also holds the encoder's priming.  The SegmentTimeline (and
-the sidx) stay in media time, with no presentationTimeOffset: Chromium's MSE
-applies the init segment's edit list itself (a segment spanning media 0-6.4 s
-is buffered as 0-6.3787 s with AAC's 1024-sample priming), and dash.js and
-Shaka turn @presentationTimeOffset into SourceBuffer.timestampOffset, so an
-offset equal to the priming would skip it twice (timestampOffset -1024/48000:
-buffered 0-6.3573 s; both measured in Chromium 156).  A last segment can then
-start at or after the master's end in MPD time (it holds only the last of the
-audio, shifted by the priming: a 6.4 s master's AAC rung has a 1024-tick
-second segment at 6.4 s); Shaka drops a segment that starts at or after the
-Period's end (SegmentIndex.fit), so the duration is then stretched to 1 us past
-that start: still the master's length to the microsecond.
+Durations (manifests.timeline): the SegmentTimeline (and the sidx) is the media
+timeline, with no presentationTimeOffset, and mediaPresentationDuration is the
+master's length (every rung's presentation_duration, the edit list's duration),
+not the media timeline's, which also holds the encoder's priming.
 """
 
 from __future__ import annotations
@@ -36,6 +26,7 @@ from manifests.bandwidth import dash_bandwidth, min_buffer_time
 from manifests.errors import ManifestError
 from manifests.hls import seconds
 from manifests.loudness import DASH_SCHEME, Normalisation
+from manifests.timeline import extinf_ticks
 from tonearm.core.codecs import CODECS, codec
 from tonearm.core.layouts import SEGMENT_TEMPLATE
 from tonearm.core.model import MasterInfo, PackagedRendition
@@ -73,11 +64,10 @@ def _timeline(parent: ET.Element, p: PackagedRendition) -> None:
 
 
 def presentation_end(renditions: Sequence[PackagedRendition]) -> Fraction:
-    """Seconds the presentation lasts: the master's length (the same on every rung; the longest if not),
-    or 1 us past the latest segment start when one starts there or later (see the module docstring)."""
-    end = max(Fraction(p.presentation_duration, p.timescale) for p in renditions)
-    latest = max(Fraction(p.segments[-1].start, p.timescale) for p in renditions)
-    return end if latest < end else latest + Fraction(1, 10**6)
+    """Seconds the presentation lasts: the master's length (the same on every rung; the longest if not)."""
+    for p in renditions:
+        extinf_ticks(p)  # raises if a last segment does not start before that end (no player would fetch it)
+    return max(Fraction(p.presentation_duration, p.timescale) for p in renditions)
 
 
 def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: str,

@@ -10,7 +10,7 @@ from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
 from manifests.errors import ManifestError
 from manifests.loudness import Normalisation
-from manifests.timeline import presented_ticks
+from manifests.timeline import extinf_ticks
 from tonearm.core.codecs import codec
 from tonearm.core.model import PackagedRendition
 
@@ -36,11 +36,9 @@ def _byterange(length: int, offset: int) -> str:
 def media_playlist(p: PackagedRendition) -> str:
     """One rendition's playlist: EXT-X-MAP + one EXTINF per segment (+ EXT-X-BYTERANGE in one file).
 
-    EXTINF is what the listener hears of the segment (manifests.timeline): the
-    first excludes the encoder's priming, the last ends at the master's last
-    sample, so the playlist lasts the master's duration on every rung, as
-    clients that honour the init segment's edit list (Chromium's MSE, ffmpeg)
-    present it.
+    EXTINF follows manifests.timeline: each segment's media duration, the last
+    one ending the master's duration after zero, so the playlist lasts the
+    master's duration on every rung and every segment starts at its tfdt.
     """
     lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", f"{T.TARGETDURATION}:{target_duration(p)}",
              f"{T.PLAYLIST_TYPE}:{T.VOD}", T.INDEPENDENT_SEGMENTS]
@@ -51,7 +49,7 @@ def media_playlist(p: PackagedRendition) -> str:
         first, last = p.init_range
         map_attrs += f",{T.ATTR_BYTERANGE}={_quote(_byterange(last - first + 1, first))}"
     lines.append(f"{T.MAP}:{map_attrs}")
-    for s, ticks in zip(p.segments, presented_ticks(p)):
+    for s, ticks in zip(p.segments, extinf_ticks(p)):
         lines.append(f"{T.EXTINF}:{seconds(ticks, p.timescale)},")
         if p.single_file:
             # RFC 8216 4.3.2.2: an explicit offset on every range, so each line stands alone.

@@ -6,7 +6,8 @@
   profile SegmentBase, HLS EXT-X-BYTERANGE).
 
 Segment boundaries are at exact multiples of the segment length in the media
-(decode) timeline; a sample belongs to the segment in which it starts.  With
+(decode) timeline; a sample belongs to the segment in which it starts (a last
+window shorter than 0.1 s on the manifests' timeline joins the one before: see plan).  With
 AAC's 1024-sample and Opus's 960-sample frames and a segment length that is a
 multiple of 15360 samples, every boundary falls on a frame boundary of every
 rendition, so all rungs switch at identical times.
@@ -18,7 +19,7 @@ import itertools
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterator
+from typing import BinaryIO, Callable
 
 from packager import cmaf
 from packager.codecs import describe
@@ -30,6 +31,7 @@ from tonearm.core.layouts import layout as layout_named
 from tonearm.core.model import EncodedRendition, Loudness, PackagedRendition, SegmentEvent
 
 Listener = Callable[[SegmentEvent], None]
+MIN_LAST_SEGMENT = Fraction(1, 10)  # seconds of the manifests' timeline a last segment keeps (see plan)
 
 
 
@@ -66,7 +68,7 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
             f"{enc.rung.name}: segment length {ladder.segment_duration} s is not a whole number of ticks "
             f"at timescale {track.timescale}"
         )
-    cuts = list(plan(track, int(seg_ticks)))
+    cuts = plan(track, int(seg_ticks))
     init = cmaf.init_segment(sample_entry=track.sample_entry, timescale=track.timescale, priming=track.priming,
                              duration=track.presentation_duration, language=track.language, loudness=loudness)
     write = _write_single if layout_named(layout).single_file else _write_segmented
@@ -87,15 +89,28 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
     )
 
 
-def plan(track: Track, seg_ticks: int) -> Iterator[_Cut]:
-    """Group samples by the segment window their start time falls in."""
+def plan(track: Track, seg_ticks: int) -> list[_Cut]:
+    """Group samples by the segment window their start time falls in.
+
+    A last window that starts less than ``MIN_LAST_SEGMENT`` before the master's end on the
+    manifests' timeline (``presentation_duration`` ticks after zero: they keep media-time segment
+    starts and end where the edit list ends the audio) joins the one before.  Such a window holds
+    only samples the encoder's priming pushed past a boundary (a 6.4 s master's AAC rung would
+    have a second segment of 1024 ticks starting at 6.4 s), and dash.js and Shaka never fetch a
+    segment that starts within a millisecond of the end (measured in Chromium 156), while an HLS
+    EXTINF of zero is no segment at all.
+    """
     starts = itertools.accumulate(track.durations, initial=0)
+    cuts = []
     for _, group in itertools.groupby(zip(range(len(track.durations)), starts), key=lambda p: p[1] // seg_ticks):
         members = list(group)
         first, start = members[0]
         stop = members[-1][0] + 1
-        duration = sum(track.durations[first:stop])
-        yield _Cut(first, stop, start, duration)
+        cuts.append(_Cut(first, stop, start, sum(track.durations[first:stop])))
+    if len(cuts) > 1 and cuts[-1].start > track.presentation_duration - MIN_LAST_SEGMENT * track.timescale:
+        tail = cuts.pop()
+        cuts[-1] = _Cut(cuts[-1].first, tail.stop, cuts[-1].start, cuts[-1].duration + tail.duration)
+    return cuts
 
 
 def _payload(src: BinaryIO, track: Track, cut: _Cut) -> bytes:

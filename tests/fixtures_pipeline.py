@@ -99,7 +99,7 @@ def get(url: str, byterange: tuple[int, int] | None = None) -> bytes:
 @dataclass(frozen=True)
 class Measured:
     sizes: tuple[int, ...]  # bytes of each media segment as served
-    ticks: tuple[int, ...]  # duration of each segment from its trun boxes (HLS: the part heard, its EXTINF)
+    ticks: tuple[int, ...]  # duration of each segment from its trun boxes (HLS: the last ends with the master)
     timescale: int
 
     @property
@@ -140,14 +140,14 @@ def _timescale(init: bytes) -> int:
 
 
 def measure_hls_media(url: str) -> tuple[m3u8.M3U8, Measured]:
-    """Fetch a media playlist, its init section and every segment; measure them.  The ticks are what is
-    heard of each segment, its EXTINF exactly: its trun durations shifted back by the init segment's edit
-    list media_time (the priming) and clipped to the edit's duration (14496-12 8.6.6)."""
+    """Fetch a media playlist, its init section and every segment; measure them.  The ticks are each
+    segment's EXTINF exactly: its trun durations, the last one ending where the init segment's edit list
+    ends the presentation (the edit's duration, 14496-12 8.6.6: the master's length)."""
     pl = m3u8.loads(get(url).decode(), uri=url)
     assert pl.is_endlist and pl.playlist_type == "vod" and pl.target_duration
     sizes, ticks = [], []
     init_cache: dict[str, bytes] = {}
-    offset = start = 0
+    offset = 0
     for seg in pl.segments:
         init = seg.init_section
         key = f"{init.uri}@{init.byterange}"
@@ -161,12 +161,12 @@ def measure_hls_media(url: str) -> tuple[m3u8.M3U8, Measured]:
         init_bytes = init_cache[key]
         durs = fragment_durations(body, default_sample_duration(init_bytes))
         assert durs, f"no moof in {seg.uri} {seg.byterange}"
-        _, ((shown, skipped),) = elst_entries(init_bytes)
-        heard = min(start + sum(durs) - skipped, shown) - max(start - skipped, 0)
-        start += sum(durs)
         sizes.append(len(body))
-        ticks.append(heard)
-        assert abs(seg.duration - heard / _timescale(init_bytes)) < 1e-6, (seg.uri, seg.duration, durs, skipped)
+        ticks.append(sum(durs))
+    _, ((shown, _),) = elst_entries(init_bytes)
+    ticks[-1] = shown - sum(ticks[:-1])
+    for seg, t in zip(pl.segments, ticks):
+        assert abs(seg.duration - t / _timescale(init_bytes)) < 1e-6, (seg.uri, seg.duration, t)
     return pl, Measured(tuple(sizes), tuple(ticks), _timescale(init_bytes))
 
 

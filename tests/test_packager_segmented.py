@@ -18,6 +18,7 @@ from fixtures_packager import (
 )
 
 SEGMENT = 307200  # 6.4 s at 48 kHz, the default ladder
+TAIL = 4800  # 0.1 s: a last segment starts at least this long before the master's end (packager.layout.plan)
 FRAME = {"mp4a.40.2": 1024, "opus": 960}
 
 
@@ -49,12 +50,23 @@ def test_segments_are_cut_on_the_segment_grid_and_identical_across_aac_and_opus(
         assert all(d > 0 for d in durations)
         if p.codecs in FRAME:  # frames tile the 15360-sample grid: exact k * 6.4 s cuts
             assert starts == [k * SEGMENT for k in range(len(frags))]
-            assert all(d == SEGMENT for d in durations[:-1]) and durations[-1] <= SEGMENT
+            # ... the last longer only by a sliver of under 0.1 s beyond the master's end plus the priming
+            assert all(d == SEGMENT for d in durations[:-1]) and durations[-1] < SEGMENT + TAIL + p.priming
             grids[p.rung.name] = starts
         else:  # FLAC blocks need not tile it: each cut is the first block starting at or after k * 6.4 s
             assert all(s >= k * SEGMENT for k, s in enumerate(starts))
         assert [(s.start, s.duration) for s in p.segments] == list(zip(starts, durations))
     assert len(set(map(tuple, grids.values()))) == 1, grids
+
+
+def test_a_last_segment_starts_at_least_a_tenth_of_a_second_before_the_masters_end(pk):
+    """AAC's 1024 priming ticks push a master of exactly 6.4 s past the first boundary: that sliver (which
+    dash.js and Shaka would never fetch, starting at the Period's end) is part of the first and only segment."""
+    for layout in ("segmented", "single"):
+        for p in pk.layouts[layout]:
+            assert p.segments[-1].start <= p.presentation_duration - TAIL, (p.rung.name, p.segments[-1])
+            if pk.seconds == 6.4:
+                assert len(p.segments) == 1 and p.segments[0].duration == p.priming + SEGMENT, p.rung.name
 
 
 def test_edit_list_skips_priming_and_ends_with_the_master(pk, tmp_path):
