@@ -59,15 +59,22 @@ def small_fs(tmpfs: Callable[[str], Path]) -> Path:
     return tmpfs("size=1m,mode=0755")
 
 
-@pytest.fixture(params=sorted(BINARIES), scope="session")
+@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.slow) if n == "imageio" else n for n in sorted(BINARIES)],
+                scope="session")
 def ffmpeg_bin(request: pytest.FixtureRequest) -> FfmpegInfo:
-    """Every transcode test runs against Debian's ffmpeg 5.1 and imageio-ffmpeg's 9.0."""
+    """Every transcode test runs against Debian's ffmpeg 5.1 and imageio-ffmpeg's 9.0; the second build's
+    run of the same matrix is marked slow (``make test`` runs both, ``make test-fast`` Debian's only)."""
     from tonearm.core.ffmpeg import locate
 
     return locate(BINARIES[request.param]())
 
 
-@pytest.fixture(scope="session", params=MASTER_KEYS, ids=MASTER_IDS)
+# make test-fast packages three of them: shorter than a segment, several segments, and 5.1.
+PK_PARAMS = [pytest.param(key, id=name, marks=[pytest.mark.slow] if name in ("6.4s-stereo", "3.0s-mono") else [])
+             for key, name in zip(MASTER_KEYS, MASTER_IDS)]
+
+
+@pytest.fixture(scope="session", params=PK_PARAMS)
 def pk(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Packaged:
     """Each test master encoded, packaged in both layouts and given manifests once per session, shared
     by the packager and manifest tests: shorter than one segment, exactly one, a few; mono and 5.1."""

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fixtures_ingest import copy, make
 
 from tonearm.app.batch import process_many
@@ -15,6 +16,9 @@ from tonearm.app.pipeline import Outcome
 from tonearm.core.config import load
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# Slow (make test, not make test-fast): worker pools publishing masters, in process and as `tonearm ingest`.
+pytestmark = pytest.mark.slow
 
 
 def tonearm(data: Path, *args: str) -> subprocess.CompletedProcess[str]:

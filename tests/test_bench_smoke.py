@@ -20,6 +20,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 
+# The quick benchmark takes most of a minute and runs nginx (origin vs nginx, the nginx edge).
+pytestmark = [pytest.mark.slow, pytest.mark.nginx]
+
 
 @pytest.fixture(scope="module")
 def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:

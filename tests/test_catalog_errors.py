@@ -97,6 +97,7 @@ def _state(path: Path) -> object:
     return path.read_bytes()
 
 
+@pytest.mark.slow  # `tonearm` runs in subprocesses, most of them ingest jobs (in process: the typed-error tests)
 @pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("command", ["assets", "ingest", "ingest --jobs 2"])
 def test_every_command_says_one_line_for_an_unreadable_catalog(tmp_path, masters, kind, command):
@@ -197,6 +198,7 @@ def test_sqlite_full_on_a_full_filesystem_is_a_typed_error(small_fs):
     assert rec is not None and rec.state is AssetState.RECEIVED
 
 
+@pytest.mark.slow  # `tonearm ingest` jobs in subprocesses
 @pytest.mark.parametrize("holder", [False, True], ids=["closed", "held-open-elsewhere"])
 def test_ingest_with_the_catalog_on_a_full_disk_says_one_line(tmp_path, small_fs, masters, holder):
     """The catalog lives on a full filesystem (a symlink to it: SQLite follows it, as it would a
@@ -228,6 +230,7 @@ def test_ingest_with_the_catalog_on_a_full_disk_says_one_line(tmp_path, small_fs
     assert [r.source_name for r in Catalog(data / "catalog.sqlite3").list()] == ["earlier.flac"]
 
 
+@pytest.mark.slow  # `tonearm` runs in subprocesses, one of them an ingest
 def test_out_of_inodes_is_a_full_disk_too(tmpfs, masters):
     """ENOSPC from the OS (no inode left to create the catalog's folder or the file)."""
     fs = tmpfs("size=1m,nr_inodes=2")

@@ -32,6 +32,10 @@ ROOT = Path(__file__).resolve().parent.parent
 TONEARM = Path(sys.executable).with_name("tonearm")
 BUCKET = "tonearm-rebuild"
 
+# Slow (make test, not make test-fast): masters published by the real pipeline (to disk and to S3), then
+# `tonearm catalog rebuild` in subprocesses, about 15 s.
+pytestmark = pytest.mark.slow
+
 
 def tonearm(data: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}

@@ -98,6 +98,7 @@ def test_awkward_names(tmp_path, name):
     assert info.source_name == name and info.duration_s == pytest.approx(1.0)
 
 
+@pytest.mark.slow  # `tonearm ingest` batches in subprocesses
 def test_cli_rejects_bad_files_with_one_line_each(tmp_path):
     src = make(tmp_path, "w", "wav", seconds=2)
     inputs = tmp_path / "in"
@@ -117,6 +118,7 @@ def test_cli_rejects_bad_files_with_one_line_each(tmp_path):
     assert src.read_bytes() and (inputs / "escape.flac").is_symlink()
 
 
+@pytest.mark.slow  # `tonearm ingest` batches in subprocesses
 def test_cli_json_records_for_bad_files(tmp_path):
     (tmp_path / "a.wav").write_bytes(b"RIFF0000WAVE" + random.Random(8).randbytes(100))
     (tmp_path / "b.flac").touch()
@@ -130,6 +132,7 @@ def test_cli_json_records_for_bad_files(tmp_path):
 # --- full publish of good masters (transcode, packager and manifests run for real) ---------------------
 
 
+@pytest.mark.slow  # `tonearm ingest` batches in subprocesses
 def test_cli_publishes_a_good_master_then_does_nothing_the_second_time(tmp_path):
     good = make(tmp_path, "good song", "flac", seconds=3)
     data = tmp_path / "data"
@@ -147,6 +150,7 @@ def test_cli_publishes_a_good_master_then_does_nothing_the_second_time(tmp_path)
     assert (data / "masters" / record["asset_id"][:2] / f"{record['asset_id']}.flac").read_bytes() == good.read_bytes()
 
 
+@pytest.mark.slow  # `tonearm ingest` batches in subprocesses
 def test_cli_mixed_batch_exits_nonzero_but_publishes_the_good_one(tmp_path):
     good = make(tmp_path, "ok", "m4a", seconds=3)
     bad = tmp_path / "bad.flac"
@@ -158,6 +162,7 @@ def test_cli_mixed_batch_exits_nonzero_but_publishes_the_good_one(tmp_path):
     assert line.startswith(f"quarantined: {bad}: not_audio: ")
 
 
+@pytest.mark.slow  # two `tonearm ingest` processes raced
 def test_same_bytes_twice_at_once_yield_one_asset(tmp_path):
     good = make(tmp_path, "race", "flac", seconds=3)
     twin = copy(good, tmp_path / "race twin.flac")

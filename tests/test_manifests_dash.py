@@ -137,6 +137,7 @@ def test_bandwidth_lets_a_client_play_without_stalling(pk, layout):
             assert rep.bandwidth == math.ceil(dash_rate(sizes, ticks, 48000, seconds(mpd.min_buffer_time)))
 
 
+@pytest.mark.slow  # ffmpeg decodes every rung of every test master (make test; make test-fast checks the boxes)
 @pytest.mark.parametrize("layout", ["segmented", "single"])
 def test_ffmpeg_plays_every_representation(pk, layout):
     mpd = MPEGDASHParser.parse(str(pk.out / MPDS[layout]))

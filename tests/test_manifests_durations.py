@@ -30,6 +30,9 @@ MASTERS = {
 }
 SUFFIX = {"flac": ".flac", "pcm_s16le": ".wav", "libmp3lame": ".mp3", "aac": ".m4a"}
 
+# Slow (make test, not make test-fast): five masters through the whole pipeline first, about 10 s.
+pytestmark = pytest.mark.slow
+
 
 def _make(folder: Path, name: str) -> Path:
     seconds, rate, args, _ = MASTERS[name]

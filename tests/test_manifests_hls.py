@@ -108,6 +108,7 @@ def test_variants_carry_codecs_and_start_on_a_safe_rung(pk, layout):
     assert master.playlists[0].uri.startswith("aac_128k")  # hls.js and Apple start on the first variant
 
 
+@pytest.mark.slow  # ffmpeg decodes every rung of every test master (make test; make test-fast checks the boxes)
 def test_ffmpeg_plays_every_media_playlist(pk, tmp_path):
     for p in pk.layouts["segmented"]:
         reference, _ = decode(concatenated(pk, p.rung.name, tmp_path / f"{p.rung.name}.mp4"))

@@ -22,6 +22,10 @@ import pytest
 from fixtures_origin import add_big_media, make_ffmpeg_asset
 from fixtures_servers import start_origin
 
+# Slow (make test, not make test-fast): two origin processes under a thousand connections, slow readers and
+# memory rounds, about 15 s.
+pytestmark = pytest.mark.slow
+
 CONCURRENT = 1000
 STEP_TIMEOUT = 120
 

@@ -29,6 +29,10 @@ KEY = "playback-key-0123456789abcdef0123456789"
 SECONDS = 5.0
 RATE = 48000
 
+# Slow (make test, not make test-fast): pipeline-published assets played by ffmpeg through `tonearm serve`
+# subprocesses (disk and S3), plain and signed, about 10 s.
+pytestmark = pytest.mark.slow
+
 
 def decoded_seconds(url: str) -> float:
     """Decode the first audio stream of ``url`` to 48 kHz stereo s16 and measure it."""

@@ -145,6 +145,7 @@ async def test_readyz_reflects_the_bucket(aiohttp_client, moto, tmp_path):
     assert (await bad.get("/readyz")).status == 503
 
 
+@pytest.mark.slow  # a moto server of its own, stopped mid-test
 async def test_storage_failures_are_502_or_a_cut_connection(aiohttp_client, tmp_path, monkeypatch):
     """Object store down before the response: 502.  Down after the headers went out: the body is cut."""
     import aiohttp

@@ -14,6 +14,10 @@ from fixtures_origin import add_big_media, make_ffmpeg_asset
 from fixtures_servers import start_origin
 from test_origin_load import fetch
 
+# Slow (make test, not make test-fast): multi-worker `tonearm serve` processes, 300-request rounds and SIGTERM
+# drains, about 15 s.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory: pytest.TempPathFactory):

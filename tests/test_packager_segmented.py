@@ -89,6 +89,7 @@ def test_edit_list_skips_priming_and_ends_with_the_master(pk, tmp_path):
         assert pyav_frames(cat) == pyav_frames(src)
 
 
+@pytest.mark.slow  # ffmpeg decodes every rung of every test master (make test; make test-fast checks the boxes)
 def test_init_plus_segments_decode_bit_exact_like_the_encoder_output(pk, tmp_path):
     for p in pk.layouts["segmented"]:
         cat = concatenated(pk, p.rung.name, tmp_path / f"{p.rung.name}.mp4")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from fixtures_packager import decode, fragments, p4_boxes, pyav_frames, source
 
 
@@ -39,6 +40,7 @@ def test_single_file_holds_the_same_fragments_as_the_segmented_layout(pk):
         assert data[:first] == init and data[last + 1:] == segs
 
 
+@pytest.mark.slow  # ffmpeg decodes every rung of every test master (make test; make test-fast checks the boxes)
 def test_single_file_decodes_like_the_encoder_output(pk, tmp_path):
     for p in pk.layouts["single"]:
         path = pk.out / "single" / f"{p.rung.name}.mp4"

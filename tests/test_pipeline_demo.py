@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from fixtures_pipeline import OriginServer, decode_every_rung, frames_of, pipeline_config, stream_rungs
 from fixtures_transcode import master_info, system_ffmpeg
 
@@ -18,6 +19,7 @@ def _tonearm(data: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([str(TONEARM), "--data", str(data), *args], capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow  # the 20 s demo master through the whole pipeline, every rung decoded: about 10 s
 def test_demo_master_is_published_and_plays(tmp_path: Path) -> None:
     data = tmp_path / "data"
     doctor = _tonearm(data, "doctor")

@@ -26,6 +26,10 @@ from mpegdash.parser import MPEGDASHParser
 
 from tonearm.core.model import Rung
 
+# Slow (make test, not make test-fast): odd masters published then decoded rung by rung over HTTP, and an
+# hour-long master: 40 s to a few minutes.
+pytestmark = pytest.mark.slow
+
 MANIFESTS = ("master.m3u8", "manifest.mpd", "single/master.m3u8", "single/manifest.mpd")
 ODD = {
     # name: (make_master kwargs, channels of lossy rungs, channels of the lossless rung)

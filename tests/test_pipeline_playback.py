@@ -27,6 +27,10 @@ from fixtures_pipeline import (
 )
 from fixtures_transcode import BINARIES, master_info
 
+# Slow (make test, not make test-fast): the fixture publishes four masters, then every client plays every
+# rung of every manifest over HTTP: about a minute.
+pytestmark = pytest.mark.slow
+
 LENGTHS = {"clip": 0.5, "short": 9.0, "long": 30.0}  # 0.5 s is shorter than one 6.4 s segment
 MANIFESTS = ("master.m3u8", "manifest.mpd", "single/master.m3u8", "single/manifest.mpd")
 CLIENTS = sorted(BINARIES)

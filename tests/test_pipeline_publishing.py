@@ -24,6 +24,10 @@ from tonearm.app.pipeline import Context, Outcome, process
 from tonearm.core.catalog import Catalog
 from tonearm.core.model import AssetState
 
+# Slow (make test, not make test-fast): every test runs whole ingest jobs, in process and as `tonearm ingest`
+# subprocesses (a 90 s master killed mid-ingest and rerun, two raced), 30-40 s in all.
+pytestmark = pytest.mark.slow
+
 
 def tonearm(data: Path, *args: str, **kw) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), *args],

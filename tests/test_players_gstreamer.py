@@ -45,7 +45,8 @@ from test_players_negative import FAULTS
 from packager.boxes import iter_boxes
 from tonearm.core.ffmpeg import locate
 
-pytestmark = pytest.mark.timeout(120)
+# Slow (make test, not make test-fast): gst-launch-1.0 plays and decodes every whole stream, about a minute.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(120)]
 
 RATE = 48000
 FRAME = {"aac": 1024, "opus": 960}  # samples per coded frame at 48 kHz

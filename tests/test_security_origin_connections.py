@@ -25,6 +25,10 @@ SLACK = 3.0  # scheduling on a busy 2-core machine; today's behaviour is an hour
 # Closed by then means header_timeout did it: aiohttp's own keepalive timer (armed at connect) is later.
 HEADER_BOUND = min(HEADER_TIMEOUT + SLACK, KEEPALIVE_TIMEOUT * 0.8)
 
+# Slow (make test, not make test-fast): `tonearm serve` processes whose timers each test waits out (header and
+# keep-alive timeouts, descriptor exhaustion, the connection cap), about 25 s.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:

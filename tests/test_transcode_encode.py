@@ -84,7 +84,9 @@ def test_full_ladder_in_one_process(tmp_path: Path, ffmpeg_bin: FfmpegInfo, runs
             assert 0.6 * r.rung.bitrate < rate < 1.4 * r.rung.bitrate, (r.rung.name, rate)
 
 
-@pytest.mark.parametrize("rate,bits", [(44100, 16), (96000, 24), (8000, 16), (48000, 24)])
+@pytest.mark.parametrize("rate,bits", [(44100, 16), (96000, 24),  # make test-fast: a CD-rate and a hi-res master
+                                       pytest.param(8000, 16, marks=pytest.mark.slow),
+                                       pytest.param(48000, 24, marks=pytest.mark.slow)])
 def test_durations_and_lossless_depth(tmp_path: Path, ffmpeg_bin: FfmpegInfo, rate: int, bits: int) -> None:
     seconds = 2.0
     master = make_master(tmp_path / "m.flac", seconds=seconds, rate=rate, channels=2,
@@ -159,7 +161,7 @@ def test_mono_stays_mono_and_forced_counts(tmp_path: Path, ffmpeg_bin: FfmpegInf
     assert tone_level_db(up[:, 0], 440.0) == pytest.approx(20 * np.log10(0.4 * CENTER_MIX), abs=0.5)
 
 
-@pytest.mark.parametrize("resampler", ["soxr", "swr"])
+@pytest.mark.parametrize("resampler", ["soxr", pytest.param("swr", marks=pytest.mark.slow)])  # soxr: the default
 def test_resampler_quality(tmp_path: Path, ffmpeg_bin: FfmpegInfo, resampler: str) -> None:
     """A 1 kHz tone plus an ultrasonic 30 kHz tone at 96 kHz, and 997 Hz at 44.1 kHz: after
     resampling to 48 kHz the lossless rung holds the audible tone and nothing else, down to
@@ -219,6 +221,7 @@ def test_corrupt_master_gives_ffmpeg_error_with_stderr(tmp_path: Path, ffmpeg_bi
     assert exc.value.tail() and exc.value.returncode not in (0, None)
 
 
+@pytest.mark.slow  # waits out an encoder timeout
 def test_timeout_kills_the_encoder(tmp_path: Path, ffmpeg_bin: FfmpegInfo, runs: list) -> None:
     master = make_master(tmp_path / "long.flac", seconds=120, rate=48000)
     with pytest.raises(FfmpegTimeout):
