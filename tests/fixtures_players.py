@@ -1,6 +1,6 @@
 """Real players end to end: a tone master published by the real pipeline, served by a real
-``tonearm serve`` subprocess, played by hls.js, dash.js and Shaka in Debian's headless Chromium
-(driven by ``tests/players/drive.mjs`` through playwright-core).  Import explicitly; the
+``tonearm serve`` subprocess, played by hls.js, dash.js, Shaka and Video.js in Debian's headless
+Chromium (driven by ``tests/players/drive.mjs`` through playwright-core).  Import explicitly; the
 ``player_origin`` fixture (built once per session) is in conftest.py.
 
 The master carries a distinct tone per section, so the page can tell by Web Audio FFT that the
@@ -19,9 +19,10 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -151,13 +152,32 @@ def drive(spec: dict[str, Any], tmp_path: Path, *, timeout_s: float = 90.0) -> d
     spec = {"timeoutMs": int(timeout_s * 1000), **spec}
     spec_path = tmp_path / "spec.json"
     spec_path.write_text(json.dumps(spec))
-    proc = subprocess.run(["node", str(PLAYERS_DIR / "drive.mjs"), str(spec_path)], cwd=PLAYERS_DIR,
+    proc = subprocess.run(["node", str(PLAYERS_DIR / "drive.mjs"), str(spec_path)], cwd=PLAYERS_DIR, check=False,
                           capture_output=True, text=True, timeout=timeout_s + 30)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert lines, f"drive.mjs printed no report (exit {proc.returncode}): {proc.stderr[-3000:]}"
     report = json.loads(lines[-1])
     (tmp_path / "report.json").write_text(json.dumps(report, indent=1))
     return report
+
+
+ALL_STEPS = ("start", "clock", "decoded", "tone_start", "switch_all", "switch_back", "switch_return",
+             "seek_middle", "seek_end", "ended")
+
+
+def player_options(player: str) -> dict[str, Any]:
+    """The scenario options each player is played with everywhere (matrix, lossless, negative controls).
+
+    hls.js skips the return across codecs (its Opus -> AAC defect has a test of its own). Video.js
+    (VHS 3.17.5) does not apply a switch back to a rendition it has played before (its own test):
+    ``switch_all`` visits every rung once, the other codecs first (a codec change each way), and the
+    returns to the first rung are skipped.
+    """
+    if player == "hls":
+        return {"steps": [s for s in ALL_STEPS if s != "switch_return"]}
+    if player == "videojs":
+        return {"steps": [s for s in ALL_STEPS if s not in ("switch_back", "switch_return")], "revisit": False}
+    return {"steps": list(ALL_STEPS)}
 
 
 def scenario(url: str, player: str, **extra: Any) -> dict[str, Any]:

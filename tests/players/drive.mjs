@@ -35,6 +35,7 @@ const FILES = {
   '/lib/hls.js': ['node_modules/hls.js/dist/hls.min.js', 'text/javascript'],
   '/lib/dash.js': ['node_modules/dashjs/dist/modern/umd/dash.all.min.js', 'text/javascript'],
   '/lib/shaka.js': ['node_modules/shaka-player/dist/shaka-player.compiled.js', 'text/javascript'],
+  '/lib/video.js': ['node_modules/video.js/dist/video.min.js', 'text/javascript'],
 };
 
 function servePage() {

@@ -1,11 +1,13 @@
-/* Runs one playback scenario against one real player (hls.js, dash.js or Shaka) in the page and
- * returns a JSON report: what the player exposed, what it confirmed through its own events, what
- * the media element and the Web Audio analyser measured. The report states facts; the pytest side
+/* Runs one playback scenario against one real player (hls.js, dash.js, Shaka or Video.js) in the
+ * page and returns a JSON report: what the player exposed, what it confirmed through its own events,
+ * what the media element and the Web Audio analyser measured. The report states facts; the pytest side
  * decides pass or fail, so a deliberately broken asset shows exactly which step failed and why.
  *
  * window.runScenario(spec) with spec = {
- *   player: 'hls' | 'dash' | 'shaka', url, tones: [{start, end, freq}],
- *   clockSeconds, nearEnd (seconds before the end to seek to), steps: [...names to run]
+ *   player: 'hls' | 'dash' | 'shaka' | 'videojs', url, tones: [{start, end, freq}],
+ *   clockSeconds, nearEnd (seconds before the end to seek to), steps: [...names to run],
+ *   revisit (false: switch_all visits each rung once), switchFamilies (switch_all targets only the
+ *   first rung of each of these codecs, in order), playerConfig, unsupportedCodecs, segmentWaitMs
  * }
  */
 'use strict';
@@ -55,6 +57,8 @@ class Run {
       const e = this.audio.error;
       this.fail({ source: 'HTMLMediaElement', code: e && e.code, message: e && e.message });
     });
+    // An exception no one caught (a player crashing in an event handler) fails the run at once.
+    window.addEventListener('error', (e) => this.fail({ source: 'uncaught', message: String(e.message), where: `${e.filename}:${e.lineno}` }));
   }
 
   /** A player or media error: recorded, and every pending wait rejects with it. */
@@ -63,6 +67,10 @@ class Run {
     this.report.errors.push(e);
     if (!this.fatal) this.fatal = e;
   }
+
+  /** A problem the player worked around (it plays on): recorded as an error, but waits go on, so the
+   *  player's own error event, if one follows, is what ends the run. */
+  problem(p) { this.report.errors.push(safe(p)); }
 
   note(n) { if (this.report.notes.length < 50) this.report.notes.push(safe(n)); }
 
@@ -181,7 +189,7 @@ class Run {
     this.report.flacSupported = MediaSource.isTypeSupported('audio/mp4; codecs="flac"'); // before any hiding
     if (s.unsupportedCodecs) Run.hideCodecs(s.unsupportedCodecs);
     this.seekSeq = 0;
-    const adapters = { hls: HlsAdapter, dash: DashAdapter, shaka: ShakaAdapter };
+    const adapters = { hls: HlsAdapter, dash: DashAdapter, shaka: ShakaAdapter, videojs: VideojsAdapter };
     const Adapter = adapters[s.player];
     if (!Adapter) throw new Error(`unknown player ${s.player}`);
     this.player = new Adapter(this);
@@ -219,13 +227,19 @@ class Run {
         await this.step('switch_all', async () => {
           const list = this.player.renditions();
           const current = this.player.currentIndex();
+          this.report.initialRendition = current;
           const family = (r) => String(r.codecs || '').replace(/^.*codecs=/, '').replace(/"/g, '').split('.')[0].toLowerCase();
           const home = current >= 0 ? family(list[current]) : null;
           // Every rung is an explicit target: the other rungs of the codec playing now, back to the
           // first rung (a real switch too), then the rungs of other codecs (a codec change).
           const same = list.map((_, i) => i).filter((i) => i !== current && family(list[i]) === home);
           const other = list.map((_, i) => i).filter((i) => i !== current && family(list[i]) !== home);
-          const order = [...same, ...(same.length ? [current] : []), ...other];
+          // With spec.revisit false (a player that cannot return to a rendition it played before), every
+          // rung is visited once instead, the other codecs first: both directions of a codec change.
+          // spec.switchFamilies (e.g. ['opus', 'flac']): only the first rung of each of those codecs, in that order.
+          const named = (s.switchFamilies || []).map((f) => list.findIndex((r, i) => i !== current && family(r) === f));
+          const order = s.switchFamilies ? named.filter((i) => i >= 0)
+            : s.revisit === false ? [...other, ...same] : [...same, ...(same.length ? [current] : []), ...other];
           for (const i of order) await this.switchStep(i, list);
           this.initial = current;
           return { count: order.length, initial: current, order };
@@ -484,6 +498,151 @@ class ShakaAdapter {
   }
 
   async destroy() { await this.p.destroy(); }
+}
+
+/* Video.js 8 and the HLS/DASH engine it bundles, VHS (@videojs/http-streaming; video.min.js carries
+ * it, and videojs-contrib-quality-levels). VHS reports much of what goes wrong as warnings on
+ * videojs.log and tech events (a rendition excluded after a failed request or append, a retried
+ * playlist), not as player errors: each is recorded as an error here (a clean run has none) without
+ * ending the run, so the player's own 'error' event, when one comes, is what ends a broken run.
+ * spec.playerConfig: VHS options (html5.vhs). */
+class VideojsAdapter {
+  constructor(run) {
+    if (!window.videojs) throw new Error('Video.js not loaded');
+    this.run = run;
+    this.mediaChanges = []; this.requests = []; this.changeTypes = []; this.usage = new Set(); this.seen = new Set();
+    for (const level of ['warn', 'error']) {
+      const original = videojs.log[level];
+      videojs.log[level] = (...args) => {
+        const message = args.map((a) => (a instanceof Error ? `${a.name}: ${a.message}` : typeof a === 'object' ? JSON.stringify(safe(a)) : String(a))).join(' ').slice(0, 400);
+        // video.js logs each player error again ("(CODE:n MEDIA_ERR_...) ..."): the error event records it.
+        if (!/^\(CODE:\d+ /.test(message)) run.problem({ player: 'video.js', source: `videojs.log.${level}`, message });
+        return original.apply(videojs.log, args);
+      };
+    }
+    // Every SourceBuffer.changeType call: how VHS changes codec inside its one audio SourceBuffer.
+    const sb = window.SourceBuffer && SourceBuffer.prototype;
+    if (sb && sb.changeType && !sb.__tonearmWrapped) {
+      const original = sb.changeType; const calls = this.changeTypes;
+      sb.changeType = function (type) { calls.push({ type, at: run.audio.currentTime }); return original.call(this, type); };
+      sb.__tonearmWrapped = true;
+    }
+    this.p = videojs(run.audio, {
+      preload: 'auto',
+      html5: { vhs: { overrideNative: true, ...(run.spec.playerConfig || {}) }, nativeAudioTracks: false, nativeVideoTracks: false },
+    });
+    this.p.on('error', () => {
+      const e = this.p.error() || {};
+      run.fail({ player: 'video.js', code: e.code, message: e.message || '', errorType: (e.metadata && e.metadata.errorType) || null, metadata: safe(e.metadata) });
+    });
+  }
+
+  version() { return `Video.js ${videojs.VERSION} (VHS ${videojs.VhsHandler.version()['@videojs/http-streaming']})`; }
+
+  get vhs() { const tech = this.p.tech(true); return tech && tech.vhs; }
+
+  async load(url) {
+    const type = /\.mpd(\?|$)/.test(url) ? 'application/dash+xml' : 'application/x-mpegURL';
+    let metadata = false;
+    this.p.one('loadedmetadata', () => { metadata = true; });
+    this.p.src({ src: url, type });
+    const vhs = await this.run.waitUntil(() => this.vhs, 15000, 'the Video.js VHS source handler');
+    const tech = this.p.tech(true);
+    // Every rendition VHS has switched to, the initial one included: its loader keeps them.
+    const media = () => { const m = vhs.playlists.media(); if (m) this.seen.add(m.id); return m; };
+    vhs.playlists.on('mediachange', () => { const m = media(); this.mediaChanges.push(m && m.id); });
+    vhs.playlists.on('loadedplaylist', media);
+    vhs.xhr.onResponse((request, error, response) => {
+      if (this.requests.length < 400) {
+        this.requests.push({ uri: request.uri, range: (request.headers && request.headers.Range) || null, status: response && response.statusCode, at: performance.now(), mediaTime: this.run.audio.currentTime });
+      }
+    });
+    for (const name of ['excludeplaylist', 'retryplaylist']) {
+      tech.on(name, () => {
+        const m = vhs.playlists.media();
+        this.run.problem({ player: 'video.js', source: `vhs ${name}`, playlist: m && m.id });
+      });
+    }
+    tech.on('usage', (e) => this.usage.add(e.name));
+    await this.run.waitUntil(() => metadata && media() && this.p.qualityLevels().length, 15000, 'Video.js loadedmetadata and its quality levels');
+  }
+
+  reps() { return this.vhs.representations(); }
+
+  renditions() {
+    return this.reps().map((r, i) => ({ index: i, id: r.id, bitrate: r.bandwidth, codecs: (r.codecs && r.codecs.audio) || null }));
+  }
+
+  currentIndex() {
+    const m = this.vhs.playlists.media();
+    return m ? this.reps().findIndex((r) => r.id === m.id) : -1;
+  }
+
+  /** VHS representations API: every other representation disabled, the target disabled and enabled
+   *  again (enabling a disabled one is what makes VHS switch at once, its "fast quality change" that
+   *  empties the buffer). Confirmed by the playlist loader's 'mediachange' for it, then
+   *  qualityLevels().selectedIndex and playlists.media(), then a media segment listed in that
+   *  rendition's playlist (for a single file, one of its byte ranges) fetched after the switch.
+   *
+   *  VHS 3.17.5 switches synchronously to a VOD playlist its loader has held before (loaded earlier
+   *  in the session; the initial one, say): 'mediachange' then fires inside the debounced
+   *  fastQualityChange_, before it sets waitingForFastQualityPlaylistReceived_, so the loaders are
+   *  not reset, nothing is flushed, and what is buffered of the previous rendition plays on (all of
+   *  it here). Such a switch never gets its segment: spec.revisit false keeps switch_all from asking. */
+  async switchTo(i, list) {
+    const want = list[i];
+    const reps = this.reps();
+    const target = reps.find((r) => r.id === want.id);
+    if (!target) throw new Error(`VHS does not list representation ${want.id}`);
+    // A switch made as a segment's append completes is taken over by VHS's own ABR switch (its
+    // 'bandwidthupdate' lands inside fastQualityChange_'s 100 ms debounce, switches first, and
+    // flushes nothing). So first let the buffer reach the end of this short stream and the last
+    // segment settle for 300 ms: no download or append is then in progress (waiting up to 3 s).
+    const w0 = performance.now();
+    const end = () => { const b = this.run.audio.buffered; return b.length ? b.end(b.length - 1) : 0; };
+    const quiet = () => !this.requests.length || performance.now() - this.requests[this.requests.length - 1].at > 300;
+    try {
+      await this.run.waitUntil(() => end() >= this.run.audio.duration - 0.2 && quiet(), 3000, 'the VHS buffer to reach the end');
+    } catch (e) {
+      if (this.run.fatal) throw e;
+    }
+    const bufferWaitMs = Math.round(performance.now() - w0);
+    const m0 = this.mediaChanges.length; const t0 = performance.now();
+    const revisit = this.seen.has(want.id);
+    for (const r of reps) if (r !== target) r.enabled(false);
+    target.enabled(false);
+    target.enabled(true);
+    await this.run.waitUntil(() => this.mediaChanges.slice(m0).includes(want.id), 10000, `VHS mediachange to ${want.id}`);
+    const levels = this.p.qualityLevels();
+    await this.run.waitUntil(() => levels.selectedIndex >= 0 && levels[levels.selectedIndex].id === want.id, 10000, `qualityLevels().selectedIndex on ${want.id}`);
+    const m = this.vhs.playlists.media();
+    if (!m || m.id !== want.id) throw new Error(`VHS playlists.media() is ${m && m.id}, wanted ${want.id}`);
+    const confirmed = { event: 'mediachange', id: want.id, selectedIndex: levels.selectedIndex, revisit, bufferWaitMs };
+    this.run.note({ videojsSwitch: confirmed });
+    // The segment fetched must hold the playhead of the moment: a fast switch reloads from there.
+    // (Segments fetched for the end of a still-growing buffer do not count: they are heard later.)
+    const key = (uri, range) => `${uri} ${range || ''}`;
+    const spans = () => {
+      const out = new Map(); let t = 0;
+      for (const x of m.segments || []) {
+        const range = x.byterange ? `bytes=${x.byterange.offset}-${x.byterange.offset + x.byterange.length - 1}` : null;
+        out.set(key(x.resolvedUri, range), [t, t + x.duration]); t += x.duration;
+      }
+      return out;
+    };
+    const atPlayhead = (r) => { const span = spans().get(key(r.uri, r.range)); return span && span[0] <= r.mediaTime + 0.05 && r.mediaTime < span[1]; };
+    const seg = await this.run.waitUntil(() => this.requests.find((r) => r.at >= t0 && atPlayhead(r)),
+      this.run.spec.segmentWaitMs || 10000, `a segment of ${want.id} at the playhead fetched after the switch`);
+    return { ...confirmed, segment: seg.uri.split('/').slice(-2).join('/'), range: seg.range, segmentAt: seg.mediaTime };
+  }
+
+  async destroy() {
+    Object.assign(this.run.report, {
+      changeTypes: this.changeTypes, usage: [...this.usage],
+      requests: this.requests.slice(0, 60).map((r) => `${r.status} ${r.uri.split('/').slice(-2).join('/')}${r.range ? ` ${r.range}` : ''}`),
+    });
+    this.p.dispose();
+  }
 }
 
 window.runScenario = async (spec) => {
