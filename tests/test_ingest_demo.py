@@ -59,6 +59,7 @@ def test_cover_is_a_valid_png(tmp_path):
     assert (frame.width, frame.height) == (64, 64)
 
 
+@pytest.mark.slow  # `tonearm demo` in a subprocess renders the 20 s master again
 def test_demo_command_prints_the_path(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--data", str(tmp_path / "data"), "demo",
                            "--out", str(tmp_path / "out")], cwd=ROOT, capture_output=True, text=True, timeout=120)

@@ -28,6 +28,9 @@ DATA_ID = "org.tonearm.loudness."
 SCHEME = "urn:org:tonearm:loudness:2026"
 LAYOUTS = {"segmented": ("master.m3u8", "manifest.mpd"), "single": ("single/master.m3u8", "single/manifest.mpd")}
 
+# Slow (make test, not make test-fast): masters published through the whole pipeline first.
+pytestmark = pytest.mark.slow
+
 # aevalsrc expressions (both channels alike), 48 kHz, 7 s: two segments.
 QUIET = "0.1*sin(2*PI*1000*t)*(0.8+0.2*sin(2*PI*0.5*t))"  # about -20 LUFS, peaks near -20 dBTP: loudness limits
 PEAKY = "0.05*sin(2*PI*1000*t)+0.93*sin(2*PI*997*t)*between(t,3,3.05)"  # quiet, one 50 ms burst: the peak limits

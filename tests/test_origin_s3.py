@@ -27,6 +27,9 @@ from tonearm.core.storage import DESCRIPTOR, publish_order
 
 BUCKET = "tonearm-test"
 
+# Slow (make test, not make test-fast): moto's S3 server and `tonearm serve` processes over disk and S3.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def moto(moto_server):
@@ -145,7 +148,6 @@ async def test_readyz_reflects_the_bucket(aiohttp_client, moto, tmp_path):
     assert (await bad.get("/readyz")).status == 503
 
 
-@pytest.mark.slow  # a moto server of its own, stopped mid-test
 async def test_storage_failures_are_502_or_a_cut_connection(aiohttp_client, tmp_path, monkeypatch):
     """Object store down before the response: 502.  Down after the headers went out: the body is cut."""
     import aiohttp
