@@ -261,6 +261,7 @@ def test_tags_needing_more_than_the_read_bound_are_skipped_and_the_master_still_
     assert result.info["tags"]["title"] is None and result.info["artwork"] is None
 
 
+@pytest.mark.slow  # a 120 s master encoded under a 0.6 s lease (about half a minute)
 def test_a_job_longer_than_its_lease_keeps_its_claim_and_its_staging(tmp_path):
     master = tmp_path / "long.flac"
     ffmpeg(*sine_source(seconds=120), "-c:a", "flac", "file:" + str(master))
