@@ -34,13 +34,14 @@ test-deps: venv
 	bash scripts/test-deps.sh
 
 test: test-deps
-	$(PY) -m pytest -ra $(PYTEST_ARGS)
+	$(PY) -m pytest -ra -m "not long" $(PYTEST_ARGS)
 
 # The local loop: everything but the browser, nginx and slow tests (README, "Tests"), under two minutes.
 test-fast: test-deps
 	$(PY) -m pytest -ra -m "not browser and not nginx and not slow" $(PYTEST_ARGS)
 
 bench: test-deps
+	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 
 clean:

@@ -79,6 +79,7 @@ def test_surround_lossless_keeps_its_own_adaptation_set(odd) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.long  # two minutes of encoding: run by make bench, not make test
 def test_one_hour_master(tmp_path: Path) -> None:
     """An hour of mono audio on an AAC + Opus ladder: 563 segments per rung, DASH bit rates still
     exactly those of the served bytes, and the whole hour decodes over HTTP."""
