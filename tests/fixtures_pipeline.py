@@ -24,6 +24,10 @@ from mpegdash.parser import MPEGDASHParser
 
 from tonearm.app.pipeline import Context, JobResult, Outcome, process
 from tonearm.core.config import Config, load
+from tonearm.core.layouts import LAYOUTS
+
+# Every multivariant manifest a published asset has, from the layout table.
+MANIFESTS = tuple(name for lay in LAYOUTS.values() for name in (lay.hls_master, lay.dash_manifest))
 
 
 def pipeline_config(data: Path, *, ffmpeg: str = "", **ladder: Any) -> Config:

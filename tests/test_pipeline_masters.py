@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from fixtures_pipeline import (
+    MANIFESTS,
     OriginServer,
     decode_every_rung,
     frames_of,
@@ -30,7 +31,6 @@ from tonearm.core.model import Rung
 # hour-long master: 40 s to a few minutes.
 pytestmark = pytest.mark.slow
 
-MANIFESTS = ("master.m3u8", "manifest.mpd", "single/master.m3u8", "single/manifest.mpd")
 ODD = {
     # name: (make_master kwargs, channels of lossy rungs, channels of the lossless rung)
     "mono": (dict(seconds=5, rate=44100, channels=1), 1, 1),

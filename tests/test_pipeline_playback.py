@@ -12,6 +12,7 @@ from urllib.parse import urljoin
 import m3u8
 import pytest
 from fixtures_pipeline import (
+    MANIFESTS,
     SLACK,
     OriginServer,
     decode_every_rung,
@@ -32,7 +33,6 @@ from fixtures_transcode import BINARIES, master_info
 pytestmark = pytest.mark.slow
 
 LENGTHS = {"clip": 0.5, "short": 9.0, "long": 30.0}  # 0.5 s is shorter than one 6.4 s segment
-MANIFESTS = ("master.m3u8", "manifest.mpd", "single/master.m3u8", "single/manifest.mpd")
 CLIENTS = sorted(BINARIES)
 FRAME = {"mp4a.40.2": 1024, "opus": 960, "fLaC": 4608}  # samples per frame at 48 kHz
 
