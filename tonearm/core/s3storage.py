@@ -26,8 +26,13 @@ __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
 
 
-def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
-    """A boto3 S3 client for the configured endpoint (thread-safe; share one per process)."""
+def make_client(scfg: StorageConfig, *, pool: int = 32, timeout: tuple[float, float] = (3, 20),
+                attempts: int = 2) -> Any:
+    """A boto3 S3 client for the configured endpoint (thread-safe; share one per process).
+
+    ``timeout`` is (connect, read) seconds and ``attempts`` counts the first try: publishing keeps the
+    defaults (a slow upload should still land), the origin passes its own short ones ([origin] s3_timeout).
+    """
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -36,8 +41,8 @@ def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
         endpoint_url=scfg.s3_endpoint_url or None,
         region_name=scfg.s3_region,
         # Short timeouts and one retry: a player waiting on a dead store is better told (502) than kept hanging.
-        config=BotoConfig(max_pool_connections=pool, connect_timeout=3, read_timeout=20,
-                          retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"}),
+        config=BotoConfig(max_pool_connections=pool, connect_timeout=timeout[0], read_timeout=timeout[1],
+                          retries={"max_attempts": attempts, "mode": "standard"}, s3={"addressing_style": "path"}),
     )
 
 
