@@ -320,3 +320,40 @@ def test_failover(farm, swift_server):
     assert store.errors_after_retry == 0 and store.extra["requests_after_recovery"] > 10, report
     # The negative control: the same faults without checks and retries reach the listener.
     assert control[0].errors_after_retry > 0 and control[1].errors_after_retry > 0, report
+
+
+def test_the_template_renders_and_validates(tmp_path):
+    """deploy/haproxy.cfg passes `haproxy -c` as shipped for N servers, and as the negative control."""
+    from fixtures_haproxy import TEMPLATE, check_config, render
+
+    for plain in (False, True):
+        text = render(TEMPLATE.read_text(), listen="127.0.0.1:1", stats_listen="127.0.0.1:2", runtime_dir=str(tmp_path),
+                      servers=[(f"origin{i}", f"127.0.0.1:{10 + i}") for i in range(5)], plain=plain)
+        (tmp_path / "h.cfg").write_text(text)
+        checked = check_config(tmp_path / "h.cfg")
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        live = "\n".join(ln for ln in text.splitlines() if not ln.lstrip().startswith("#"))
+        assert ("option httpchk" in live) is not plain and ("on-marked-down shutdown-sessions" in live) is not plain
+
+
+def test_the_whole_layout_edge_haproxy_origins_swift(farm, tmp_path):
+    """players -> nginx edge (deploy/nginx-edge.conf) -> HAProxy (deploy/haproxy.cfg) -> origins -> Swift."""
+    import urllib.request
+
+    from benchmarks.servers import Edge
+
+    names = [(f"origin{i}", o.base_url.removeprefix("http://")) for i, o in enumerate(farm.origins)]
+    with start_haproxy(names) as lb:
+        with Edge(int(lb.base_url.rsplit(":", 1)[1]), tmp_path / "edge") as edge:
+            edge.start(tmp_path / "logs", ready_path="/healthz")
+            base = f"http://127.0.0.1:{edge.port}"
+            for rel, rng in (("aac_128k/seg-00003.m4s", None), ("single/aac_128k.mp4", (1000, 70000))):
+                want = farm.files[rel] if rng is None else farm.files[rel][rng[0]:rng[1]]
+                headers = {"Range": f"bytes={rng[0]}-{rng[1] - 1}"} if rng else {}
+                for _ in range(2):  # a miss, then a hit from the edge's cache
+                    req = urllib.request.Request(f"{base}/assets/{farm.asset}/{rel}", headers=headers)
+                    with urllib.request.urlopen(req, timeout=10) as r:
+                        assert r.status == (206 if rng else 200)
+                        assert hashlib.sha256(r.read()).digest() == hashlib.sha256(want).digest()
+            metrics = lb.metrics()
+            assert "haproxy_backend_active_servers" in metrics  # the Prometheus exporter answers
