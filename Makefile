@@ -9,7 +9,7 @@ DATA   ?= data
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run venv test test-fast test-deps bench clean doctor
+.PHONY: run venv test test-fast test-deps bench capacity clean doctor
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,9 @@ test-fast: test-deps
 bench: test-deps
 	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+capacity: venv  ## the capacity model (README "Scale-out") from benchmarks/results/results.json
+	$(PY) -m benchmarks.capacity
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache benchmarks/work
