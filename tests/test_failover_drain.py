@@ -29,7 +29,7 @@ def status_of(url: str) -> tuple[int, bytes]:
 def test_sigterm_drains_readyz_503_and_in_flight_finishes(tmp_path):
     published = tmp_path / "data" / "published"
     asset = make_ffmpeg_asset(published, "drain")
-    big = add_big_media(published, asset, mb=48)
+    big = add_big_media(published, asset, mb=16)
     want = hashlib.sha256(big.read_bytes()).hexdigest()
     origin = start_origin(tmp_path / "data", env={"TONEARM_ORIGIN_DRAIN_S": "1.5", "TONEARM_ORIGIN_CACHE_MB": "0"})
     try:

@@ -8,6 +8,7 @@ import json
 import shutil
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,7 @@ def store(swift_server, tmp_path_factory):
     publisher = S3Storage(cfg_for(tmp / "publisher", swift_server.endpoint))
     assets = {}
     for i, (name, tags) in enumerate(TAGS.items()):
-        aid = make_ffmpeg_asset(local, f"swift-{name}", freq=300 + 100 * i)
+        aid = make_ffmpeg_asset(local, f"swift-{name}", seconds=4.0, freq=300 + 100 * i)
         d = json.loads((local / aid / "asset.json").read_text())
         (local / aid / "asset.json").write_text(json.dumps({**d, "tags": tags, "published_at": 1_700_000_000 + i}))
         staged = tmp / "publisher" / "staging" / aid
@@ -60,7 +61,8 @@ def store(swift_server, tmp_path_factory):
     dirs = [tmp / "a", tmp / "b"]  # two origins, each with an empty data dir of its own
     for d in dirs:
         d.mkdir()
-    origins = [start_origin(d, env=env_for(swift_server)) for d in dirs]
+    with ThreadPoolExecutor(2) as pool:
+        origins = list(pool.map(lambda d: start_origin(d, env=env_for(swift_server)), dirs))
     yield {"assets": assets, "local": local, "origins": origins, "dirs": dirs, "tmp": tmp, "publisher": publisher}
     for o in origins:
         o.stop()
@@ -97,7 +99,7 @@ def test_multipart_upload_is_served_by_ranges(store, swift_server):
     """A file over boto3's 8 MiB threshold goes up in parts; Swift's s3api gives it a multipart ETag
     ("<md5>-<parts>") and the origin's If-Match-pinned range reads work on it."""
     tmp, local = store["tmp"], store["local"]
-    aid = make_ffmpeg_asset(local, "swift-multipart")
+    aid = make_ffmpeg_asset(local, "swift-multipart", seconds=2.0)
     big = add_big_media(local, aid, mb=12).read_bytes()
     staged = tmp / "publisher" / "staging" / aid
     shutil.copytree(local / aid, staged)
