@@ -126,3 +126,10 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swift]:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def moto_server(swift_server: Swift) -> Swift:
+    """The S3 store's former name, kept so modules written against moto run on the real Swift unchanged
+    (``base_url``, credentials in the environment); new tests take ``swift_server``."""
+    return swift_server
