@@ -7,6 +7,12 @@ restores its rows from the same files).  The view is rebuilt at most every ``ttl
 refresh lists the published folders and fetches only descriptors it has not seen.  It has the
 catalog's read interface (``list``, ``count``, ``get``) for published assets; other states live only
 in the ingest side's catalog.  With a shared catalog database (PostgreSQL) the API can read that instead.
+
+Cost per origin, and only while the API is being asked: one LIST per 1,000 assets every ``ttl``, one
+GET per new asset, and a HEAD of every known descriptor every ``recheck`` (a taken-down asset, whose
+descriptor goes first, leaves the listing then; its playback stops within the origin's one-second
+gate whatever the catalog says).  An asset folder without a descriptor (an upload in progress or
+stopped) is looked at again at each refresh.
 """
 
 from __future__ import annotations
@@ -21,14 +27,18 @@ from tonearm.core.model import AssetState
 __all__ = ("DescriptorCatalog",)
 
 DEFAULT_TTL_S = 10.0
+DEFAULT_RECHECK_S = 60.0
 
 
 class DescriptorCatalog:
     """Published assets from ``storage.list_published()`` + ``read_descriptor()``, cached ``ttl`` seconds."""
 
-    def __init__(self, storage: Any, ttl: float = DEFAULT_TTL_S, clock: Any = time.monotonic) -> None:
+    def __init__(self, storage: Any, ttl: float = DEFAULT_TTL_S, recheck: float = DEFAULT_RECHECK_S,
+                 clock: Any = time.monotonic) -> None:
         self.storage = storage
         self.ttl = ttl
+        self.recheck = recheck
+        self._checked_until = float("-inf")
         self._clock = clock
         self._lock = threading.Lock()
         self._records: dict[str, AssetRecord] = {}
@@ -40,7 +50,13 @@ class DescriptorCatalog:
         with self._lock:
             if self._clock() < self._fresh_until:
                 return
-            names = set(self.storage.list_published())
+            now = self._clock()
+            lister = getattr(self.storage, "list_folders", None)  # S3: no HEAD per folder
+            if lister is None or now >= self._checked_until:
+                names = set(self.storage.list_published())  # every descriptor checked
+                self._checked_until = now + self.recheck
+            else:
+                names = set(lister())
             records = {k: v for k, v in self._records.items() if k in names}  # taken down: gone
             for name in names - records.keys():
                 d = self.storage.read_descriptor(name)

@@ -120,7 +120,7 @@ def test_takedown_delete_and_listing(store, swift_server):
     two = store["assets"]["two"]
     scfg = cfg_for(store["tmp"] / "publisher", swift_server.endpoint).storage
     now = [0.0]
-    view = DescriptorCatalog(S3Storage(cfg_for(store["tmp"] / "view", swift_server.endpoint)), ttl=5,
+    view = DescriptorCatalog(S3Storage(cfg_for(store["tmp"] / "view", swift_server.endpoint)), ttl=5, recheck=30,
                              clock=lambda: now[0])
     assert view.get(two) is not None and view.count() >= 2
     base = store["origins"][0].base_url
@@ -133,6 +133,8 @@ def test_takedown_delete_and_listing(store, swift_server):
     assert get(f"{base}/assets/{two}/aac_128k/seg-00001.m4s")[0] == 404  # the media too: the gate is gone
     assert view.get(two) is not None  # cached until its ttl ...
     now[0] += 6
+    assert view.get(two) is not None  # ... and its folder is still listed (media remain) until the recheck ...
+    now[0] += 30
     assert view.get(two) is None and two not in [r.id for r in view.list(limit=500)]  # ... then gone
     names = S3Storage(cfg_for(store["tmp"] / "view", swift_server.endpoint)).list_published(page_size=1)
     assert two not in names and store["assets"]["one"] in names  # its media remain, but it is not an asset

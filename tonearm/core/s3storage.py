@@ -114,9 +114,8 @@ class S3Storage:
             raise
         return json.loads(obj["Body"].read())
 
-    def list_published(self, *, page_size: int = 1000) -> list[str]:
-        """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
-        before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
+    def list_folders(self, *, page_size: int = 1000) -> list[str]:
+        """Every folder name under ``published/``, descriptor or not: one LIST per ``page_size`` folders."""
         base = published_prefix(self.scfg)
         names = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -124,9 +123,14 @@ class S3Storage:
         for page in pages:
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(base):].rstrip("/")
-                if name and self.is_published(name):
+                if name:
                     names.append(name)
-        return sorted(names)
+        return names
+
+    def list_published(self, *, page_size: int = 1000) -> list[str]:
+        """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
+        before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
+        return sorted(name for name in self.list_folders(page_size=page_size) if self.is_published(name))
 
     def descriptor_uri(self, asset_id: str) -> str:
         return f"s3://{self.scfg.s3_bucket}/{object_key(self.scfg, asset_id, DESCRIPTOR)}"
