@@ -12,7 +12,7 @@ PORT   ?= 8080
 # processes on two cores nearly halve the wall time (TEST_WORKERS=0 runs in one process).
 TEST_WORKERS ?= 2
 
-.PHONY: run venv test test-fast test-deps bench clean doctor
+.PHONY: run venv test test-fast test-deps bench capacity clean doctor
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ test-fast: test-deps
 bench: test-deps
 	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+
+capacity: venv  ## the capacity model (README "Scale-out") from benchmarks/results/results.json
+	$(PY) -m benchmarks.capacity
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache benchmarks/work

@@ -264,6 +264,10 @@ def main(argv: Sequence[str] | None = None) -> int:
               baseline="20-minute budget on 2 cores")
     b.results["figures"] = [f.to_json() for f in b.figures]
     write_report(out, b.results, b.figures, b.charts)
+    if not args.quick and set(args.only) == set(SECTIONS):  # the capacity model from this run's figures
+        from benchmarks.capacity import main as capacity
+
+        capacity(["--results", str(out / "results.json"), "--out", str(out)])
     missed = [f for f in b.figures if f.ok is False]
     print(f"bench: done in {elapsed / 60:.1f} min; {len(b.figures)} figures, {len(missed)} missed; "
           f"see {out / 'report.md'}")

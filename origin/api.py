@@ -20,7 +20,9 @@ the tags only, never the master's file name, in every mode.
 ``"off"``
     Every ``/api/`` path answers 404.
 
-The catalog is SQLite (blocking), so every query runs in the executor.
+The catalog is SQLite beside local storage; on S3 it is read from the published descriptors
+(``origin.catalog_view``), so an origin keeps no local state.  Both block, so every query runs in
+the executor.
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from typing import Any
 
 from aiohttp import web
 
+from origin.catalog_view import DescriptorCatalog
 from origin.signing import manifest_map, playback_paths, sign
 from tonearm.core.catalog import Catalog
 from tonearm.core.config import Config
@@ -74,8 +77,14 @@ class CatalogAPI:
 
 
 def _catalog(origin: "CatalogAPI") -> Any:
+    """The catalog file beside local storage; on object storage the published descriptors (no local state)."""
     if origin.catalog is None:
-        origin.catalog = Catalog(origin.cfg.catalog_path)
+        if origin.cfg.storage.backend == "s3":
+            from tonearm.core.backends import open_storage
+
+            origin.catalog = DescriptorCatalog(open_storage(origin.cfg, create=False))
+        else:
+            origin.catalog = Catalog(origin.cfg.catalog_path)
     return origin.catalog
 
 

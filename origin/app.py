@@ -30,7 +30,7 @@ from origin.signing import redact, verify
 from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
 from tonearm.core.backends import open_storage
 from tonearm.core.config import Config
-from tonearm.core.s3storage import S3Storage
+from tonearm.core.s3storage import S3Storage, make_client
 
 __all__ = ("make_app", "ORIGIN")
 
@@ -71,7 +71,10 @@ class Origin:
         if source is None:
             storage = open_storage(cfg, create=False)  # the one place choosing the backend; the origin adapts
             if isinstance(storage, S3Storage):
-                source = S3Source(cfg.storage, self.cache, ocfg.manifest_ttl, self.local, client=storage.client)
+                storage.client.close()  # the origin's reads get a client with its own short timeouts
+                client = make_client(cfg.storage, timeout=(ocfg.s3_timeout, ocfg.s3_timeout),
+                                     attempts=ocfg.s3_attempts)
+                source = S3Source(cfg.storage, self.cache, ocfg.manifest_ttl, self.local, client=client)
         self.source: Source = source or self.local
         self.access = AccessLog(ocfg.access_log)
         self.key = ocfg.signing_key
@@ -88,6 +91,10 @@ class Origin:
         self.first_request_timers: dict[Any, asyncio.TimerHandle] = {}
         self._ids = itertools.count(1)
         self._id_prefix = f"{os.getpid():x}-{int(time.time()):x}-"
+        # Set at SIGTERM (origin.server): /readyz answers 503 from then on, so a load balancer stops sending
+        # new requests while the ones in flight finish.
+        self.draining = False
+        self.ready_timeout = ocfg.s3_timeout + 0.5
         self.api = CatalogAPI(cfg)
 
     # -- the one handler -------------------------------------------------------------------------------------
@@ -206,15 +213,24 @@ class Origin:
         if path == "/healthz":
             return "health", _text(200, "ok\n", {**extra, "Cache-Control": "no-store"})
         if path == "/readyz":
-            ok = await self.source.ready()
-            return "health", _text(200 if ok else 503, "ready\n" if ok else "storage unreachable\n",
-                                   {**extra, "Cache-Control": "no-store"})
+            return "health", await self._readyz(extra)
         if path == "/metrics":
             METRICS.flush()
             body = await asyncio.get_running_loop().run_in_executor(None, render_metrics)
             return "metrics", web.Response(body=body, headers={**extra, "Content-Type": CONTENT_TYPE_LATEST,
                                                                 "Cache-Control": "no-store"})
         return "other", _text(404, "not found\n", extra)
+
+    async def _readyz(self, extra: dict[str, str]) -> web.Response:
+        """200 when this origin should get traffic: not draining, and its storage answers (in bounded time)."""
+        headers = {**extra, "Cache-Control": "no-store"}
+        if self.draining:
+            return _text(503, "draining\n", headers)
+        try:
+            ok = await asyncio.wait_for(self.source.ready(), self.ready_timeout)
+        except asyncio.TimeoutError:
+            ok = False
+        return _text(200 if ok else 503, "ready\n" if ok else "storage unreachable\n", headers)
 
     async def _asset(self, request: web.Request, asset_id: str, rel: str, extra: dict[str, str]
                      ) -> tuple[str, web.StreamResponse]:

@@ -4,7 +4,10 @@ Each worker binds the same address with ``SO_REUSEPORT`` and the kernel
 spreads connections over them; one process per core is how a Python server
 uses more than one core.  On SIGTERM (or SIGINT) a worker stops accepting,
 lets in-flight requests finish (up to ``SHUTDOWN_S``), then exits; the parent
-forwards the signal and waits.  uvloop is used when installed.
+forwards the signal and waits.  From the signal on, ``/readyz`` answers 503
+(draining), and with ``[origin] drain_s`` the worker keeps accepting that long
+first, so a load balancer's health check moves new requests elsewhere before
+this one stops listening.  uvloop is used when installed.
 """
 
 from __future__ import annotations
@@ -65,6 +68,10 @@ async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any
         print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:{cfg.origin.port}"
               f" ({cfg.origin.workers} worker(s), {loop_name})", file=sys.stderr, flush=True)
     await stop.wait()
+    origin = app[ORIGIN]
+    origin.draining = True  # /readyz answers 503 from now until the process exits
+    if ocfg.drain_s > 0:  # keep serving until the load balancer's checks have seen it and moved new requests away
+        await asyncio.sleep(ocfg.drain_s)
     # aiohttp forgets its connections during cleanup: note their transports first (private map, read only).
     transports = list(runner.server._connections.values()) if runner.server else []
     acceptor.close()  # stop listening

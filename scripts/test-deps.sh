@@ -10,6 +10,8 @@ command -v ffprobe >/dev/null || need+=(ffmpeg)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need+=(nginx-light)
 command -v chromium >/dev/null || need+=(chromium)
 command -v wrk >/dev/null || need+=(wrk)
+# HAProxy 2.6 in front of the origins in the failover test (tests/fixtures_haproxy.py, deploy/haproxy.cfg).
+command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v node >/dev/null || need+=(nodejs npm)
 # GStreamer as a native HLS/DASH client (tests/test_players_gstreamer.py): the command-line tools, and
 # the plugins it needs (souphttpsrc, qtdemux: good; hlsdemux/dashdemux and adaptivedemux2: bad;

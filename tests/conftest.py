@@ -2,7 +2,7 @@
 
 The expensive ones are session-scoped, so each is built once per run whichever modules use it:
 the packaged test masters (``pk``), the two ffmpeg builds (``ffmpeg_bin``), the players' origin
-(``player_origin``) and moto's S3 server (``moto_server``).  Nothing is cached in module globals.
+(``player_origin``) and a real Swift S3 store (``swift_server``).  Nothing is cached in module globals.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from fixtures_transcode import BINARIES
 if TYPE_CHECKING:
     from fixtures_packager import Packaged
     from fixtures_players import Origin
-    from fixtures_servers import ServerProcess
+    from fixtures_swift import Swift
 
     from tonearm.core.ffmpeg import FfmpegInfo
 
@@ -107,15 +107,16 @@ def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
 
 
 @pytest.fixture(scope="session")
-def moto_server() -> Iterator[ServerProcess]:
-    """moto's S3 server on loopback, started once; the AWS test credentials (``S3_ENV``) are in the
-    environment while it runs.  Each module makes its own bucket, so modules never see each other's
+def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swift]:
+    """A real OpenStack Swift with s3api on loopback (tests/fixtures_swift.py), started once (~2 s).
+    Its S3 credentials are in the environment while it runs, so boto3 clients and ``tonearm serve``
+    subprocesses find them.  Each module makes its own bucket, so modules never see each other's
     objects (the request log, ``log()``, is shared: read it from an offset taken before)."""
-    from fixtures_servers import S3_ENV, start_moto
+    from fixtures_swift import start_swift
 
-    saved = {k: os.environ.get(k) for k in S3_ENV}
-    os.environ.update(S3_ENV)
-    server = start_moto()
+    server = start_swift(tmp_path_factory.mktemp("swift"))
+    saved = {k: os.environ.get(k) for k in server.env}
+    os.environ.update(server.env)
     try:
         yield server
     finally:
@@ -126,3 +127,9 @@ def moto_server() -> Iterator[ServerProcess]:
             else:
                 os.environ[k] = v
 
+
+@pytest.fixture(scope="session")
+def moto_server(swift_server: Swift) -> Swift:
+    """The S3 store's former name, kept so modules written against moto run on the real Swift unchanged
+    (``base_url``, credentials in the environment); new tests take ``swift_server``."""
+    return swift_server

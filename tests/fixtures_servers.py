@@ -1,9 +1,9 @@
-"""Real servers on loopback for tests and benchmarks: nginx, moto (S3) and the tonearm origin.
+"""Real servers on loopback for tests and benchmarks: nginx and the tonearm origin (Swift: fixtures_swift).
 
 Plain functions return a handle with ``base_url`` (or ``endpoint``) and
 ``stop()``; each is also a context manager.  Import explicitly::
 
-    from fixtures_servers import start_nginx, start_moto, start_origin   # from tests/
+    from fixtures_servers import start_nginx, start_origin               # from tests/
     from tests.fixtures_servers import start_nginx                       # from the repo root (benchmarks)
 
 Every server runs as a non-daemon subprocess with its own temp directory
@@ -76,7 +76,7 @@ class ServerProcess:
         if self._final_log is not None:
             return self._final_log
         try:
-            return ANSI.sub("", self.log_path.read_text(errors="replace"))  # moto colours its request log
+            return ANSI.sub("", self.log_path.read_text(errors="replace"))
         except FileNotFoundError:
             return ""
 
@@ -176,26 +176,6 @@ def start_nginx(root: str | os.PathLike[str], *, location: str = "/assets/", por
                 break
     tmp.cleanup()
     raise RuntimeError(f"nginx did not start: {last_err}")
-
-
-def start_moto(*, port: int | None = None, timeout: float = 30.0) -> ServerProcess:
-    """moto's standalone S3 server (``moto_server``) on loopback; its request log is ``log()``."""
-    tmp = tempfile.TemporaryDirectory(prefix="tonearm-moto-")
-    work = Path(tmp.name)
-    p = port or free_port()
-    log_path = work / "moto.log"
-    exe = Path(PYTHON).with_name("moto_server")
-    argv = [str(exe)] if exe.exists() else [PYTHON, "-m", "moto.server"]
-    with open(log_path, "ab") as log:
-        proc = subprocess.Popen([*argv, "-H", "127.0.0.1", "-p", str(p)], stdout=log, stderr=log,
-                                env={**os.environ, **S3_ENV, "NO_COLOR": "1"}, start_new_session=True)
-    server = ServerProcess(proc, f"http://127.0.0.1:{p}", work, log_path, tmp)
-    try:
-        wait_http(server.base_url + "/moto-api/", timeout, proc)
-    except BaseException:
-        server.stop(signal.SIGKILL)
-        raise
-    return server
 
 
 def start_origin(data_dir: str | os.PathLike[str], *, workers: int = 1, port: int | None = None,

@@ -1,6 +1,6 @@
 """``tonearm catalog rebuild``: the catalog recreated from the published descriptors.
 
-Masters go through the real pipeline (local disk, and moto's S3 server); then the
+Masters go through the real pipeline (local disk, and a real Swift S3 store); then the
 catalog is deleted or corrupted, rebuilt, and must list the same assets with the same
 descriptors as before.
 """
@@ -13,14 +13,14 @@ import random
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-import boto3
 import pytest
 from fixtures_ingest import make
 from fixtures_pipeline import pipeline_config, publish
-from fixtures_servers import S3_ENV
+from fixtures_swift import s3_requests
 
 from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError
@@ -198,18 +198,18 @@ def test_rebuild_api_returns_what_it_did(data, ingested):
 
 
 @pytest.fixture(scope="module")
-def moto(moto_server):
-    """The session's moto server (conftest.py), with this module's own bucket."""
-    boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1").create_bucket(Bucket=BUCKET)
-    return moto_server
+def swift(swift_server):
+    """The session's Swift (conftest.py), with this module's own bucket."""
+    swift_server.client().create_bucket(Bucket=BUCKET)
+    return swift_server
 
 
-def test_rebuild_from_s3(moto, tmp_path):
+def test_rebuild_from_s3(swift, tmp_path):
     from tonearm.app.pipeline import Context, Outcome, process
     from tonearm.core.s3storage import S3Storage
 
     root = tmp_path / "root"
-    storage = {"backend": "s3", "root": str(root), "s3_bucket": BUCKET, "s3_endpoint_url": moto.base_url,
+    storage = {"backend": "s3", "root": str(root), "s3_bucket": BUCKET, "s3_endpoint_url": swift.endpoint,
                "s3_prefix": "media/"}
     cfg = load(None, env={}, overrides={"storage": storage})
     ctx = Context.from_config(cfg)
@@ -220,21 +220,26 @@ def test_rebuild_from_s3(moto, tmp_path):
         ids.append(result.asset_id)
     ids.sort()
     assert not (root / "published").exists() or not any((root / "published").iterdir())  # nothing local
-    client = boto3.client("s3", endpoint_url=moto.base_url, region_name="us-east-1")
+    client = swift.client()
     client.put_object(Bucket=BUCKET, Key=f"media/published/{'9' * 64}/aac_128k/seg-00001.m4s", Body=b"x")
     client.put_object(Bucket=BUCKET, Key=f"other/published/{'8' * 64}/asset.json", Body=b"{}")  # another prefix
     s3 = S3Storage(cfg)
     assert sorted(s3.list_published()) == ids
-    log_before = len(moto.log())
+    log_before = len(swift.log())
     assert sorted(s3.list_published(page_size=1)) == ids  # one prefix per page: pagination is followed
-    lists = [line for line in moto.log()[log_before:].splitlines() if "list-type=2" in line]
-    assert len(lists) == 3 and all("delimiter=/" in line for line in lists)  # 3 prefixes, 3 pages
-    assert sum("continuation-token=" in line for line in lists) == 2
+    deadline = time.monotonic() + 5
+    while True:  # the store's access log arrives over UDP, just after the responses
+        lists = [path for method, path, _ in s3_requests(swift.log()[log_before:]) if "list-type=2" in path]
+        if len(lists) >= 3 or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert len(lists) == 3 and all("delimiter=/" in path for path in lists)  # 3 prefixes, 3 pages
+    assert sum("continuation-token=" in path for path in lists) == 2
     before = records(cfg.catalog_path)
 
     drop(cfg.catalog_path)
     env = {"TONEARM_STORAGE_BACKEND": "s3", "TONEARM_STORAGE_S3_BUCKET": BUCKET,
-           "TONEARM_STORAGE_S3_ENDPOINT_URL": moto.base_url, "TONEARM_STORAGE_S3_PREFIX": "media/", **S3_ENV}
+           "TONEARM_STORAGE_S3_ENDPOINT_URL": swift.endpoint, "TONEARM_STORAGE_S3_PREFIX": "media/", **swift.env}
     proc = tonearm(root, "catalog", "rebuild", env=env)
     assert proc.returncode == 0 and proc.stderr == "", proc.stderr
     assert proc.stdout.splitlines() == [f"restored 2 published assets into {cfg.catalog_path}"]

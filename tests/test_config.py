@@ -119,6 +119,9 @@ def _error(tmp_path: Path, toml: str) -> str:
         ('[ingest]\nlease_s = 0\n', '[ingest] lease_s: expected a number > 0, got 0'),
         ('[origin]\nmax_connections = 0\n', '[origin] max_connections: expected an integer >= 1, got 0'),
         ('[origin]\ncache_mb = -1\n', '[origin] cache_mb: expected an integer >= 0, got -1'),
+        ('[origin]\ndrain_s = 301\n', '[origin] drain_s: expected a number >= 0 and <= 300, got 301'),
+        ('[origin]\ns3_timeout = 0\n', '[origin] s3_timeout: expected a number > 0 and <= 120, got 0'),
+        ('[origin]\ns3_attempts = 0\n', '[origin] s3_attempts: expected an integer 1..10, got 0'),
     ],
 )
 def test_wrong_types_and_ranges_are_one_line_naming_the_key(tmp_path: Path, toml: str, expected: str) -> None:

@@ -3,7 +3,7 @@
 The asset is made by the real pipeline (ingest, transcode, packager,
 manifests, publish) from a short generated master; ffmpeg is the HLS/DASH
 client, decodes everything to PCM, and the decoded length must match the
-master's duration.  The same runs against S3 storage (moto), published by
+master's duration.  The same runs against S3 storage (a real Swift), published by
 the pipeline's S3 backend.
 """
 
@@ -15,10 +15,9 @@ import shutil
 import subprocess
 import time
 
-import boto3
 import pytest
 from fixtures_origin import publish_real_asset
-from fixtures_servers import S3_ENV, start_origin
+from fixtures_servers import start_origin
 
 from origin.signing import sign
 from tonearm.app.pipeline import Context, process
@@ -73,10 +72,10 @@ def test_forged_signature_does_not_play(local_origin):
     assert out.returncode != 0 and b"403" in out.stderr
 
 
-def test_pipeline_publishes_to_s3_and_ffmpeg_plays(tmp_path, moto_server):
-    boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1").create_bucket(Bucket="tonearm-play")
+def test_pipeline_publishes_to_s3_and_ffmpeg_plays(tmp_path, swift_server):
+    swift_server.client().create_bucket(Bucket="tonearm-play")
     env = {"TONEARM_STORAGE_BACKEND": "s3", "TONEARM_STORAGE_S3_BUCKET": "tonearm-play",
-           "TONEARM_STORAGE_S3_ENDPOINT_URL": moto_server.base_url}
+           "TONEARM_STORAGE_S3_ENDPOINT_URL": swift_server.endpoint}
     data = tmp_path / "data"
     master = tmp_path / "master.flac"
     subprocess.run([FFMPEG, "-hide_banner", "-loglevel", "error", "-f", "lavfi", "-i",
@@ -86,7 +85,7 @@ def test_pipeline_publishes_to_s3_and_ffmpeg_plays(tmp_path, moto_server):
     result = process(Context.from_config(cfg), master)
     assert result.ok, result.to_json()
     assert not (data / "published").exists() or not any((data / "published").iterdir())  # nothing local
-    server = start_origin(data, env={**S3_ENV, **env})
+    server = start_origin(data, env={**swift_server.env, **env})
     try:
         for key in ("hls", "dash_single"):
             url = f"{server.base_url}/assets/{result.asset_id}/{result.info['manifests'][key]}"

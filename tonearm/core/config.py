@@ -63,6 +63,9 @@ AtLeastOne = Annotated[int, msgspec.Meta(ge=1)]
 NonNegative = Annotated[int, msgspec.Meta(ge=0)]
 Port = Annotated[int, msgspec.Meta(ge=0, le=65535)]  # 0: any free port
 Lufs = Annotated[float, msgspec.Meta(ge=-40, le=0)]  # a playback loudness target (EBU R128: -23)
+DrainSeconds = Annotated[float, msgspec.Meta(ge=0, le=300)]
+StoreSeconds = Annotated[float, msgspec.Meta(gt=0, le=120)]
+Attempts = Annotated[int, msgspec.Meta(ge=1, le=10)]
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -130,6 +133,15 @@ class OriginConfig(_Section):
     keepalive_timeout: ConnectionSeconds = 75.0  # seconds an idle keep-alive connection stays open
     header_timeout: ConnectionSeconds = 60.0  # seconds a new connection has to send its request headers
     max_connections: AtLeastOne = 4096  # per worker; past it the rest wait in the kernel's backlog
+    # Scale-out (deploy/): after SIGTERM, /readyz answers 503 and the origin keeps serving this long, so a
+    # load balancer's health check takes it out of the pool before it stops accepting (2 s behind
+    # deploy/haproxy.cfg's fall 2 x inter 250ms); in-flight requests then finish.  0: stop accepting at once.
+    drain_s: DrainSeconds = 0.0
+    # The origin's object-store calls (storage backend "s3"): connect and read timeout each, and attempts in
+    # all.  Short, and one attempt: a player or the load balancer retries elsewhere sooner than botocore's
+    # backoff would, and a store that is down is told (502, /readyz 503) instead of kept waiting on.
+    s3_timeout: StoreSeconds = 2.0
+    s3_attempts: Attempts = 1
 
 
 class Config(_Section):

@@ -26,8 +26,13 @@ __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
 
 
-def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
-    """A boto3 S3 client for the configured endpoint (thread-safe; share one per process)."""
+def make_client(scfg: StorageConfig, *, pool: int = 32, timeout: tuple[float, float] = (3, 20),
+                attempts: int = 2) -> Any:
+    """A boto3 S3 client for the configured endpoint (thread-safe; share one per process).
+
+    ``timeout`` is (connect, read) seconds and ``attempts`` counts the first try: publishing keeps the
+    defaults (a slow upload should still land), the origin passes its own short ones ([origin] s3_timeout).
+    """
     import boto3
     from botocore.config import Config as BotoConfig
 
@@ -36,8 +41,8 @@ def make_client(scfg: StorageConfig, *, pool: int = 32) -> Any:
         endpoint_url=scfg.s3_endpoint_url or None,
         region_name=scfg.s3_region,
         # Short timeouts and one retry: a player waiting on a dead store is better told (502) than kept hanging.
-        config=BotoConfig(max_pool_connections=pool, connect_timeout=3, read_timeout=20,
-                          retries={"max_attempts": 2, "mode": "standard"}, s3={"addressing_style": "path"}),
+        config=BotoConfig(max_pool_connections=pool, connect_timeout=timeout[0], read_timeout=timeout[1],
+                          retries={"max_attempts": attempts, "mode": "standard"}, s3={"addressing_style": "path"}),
     )
 
 
@@ -109,9 +114,8 @@ class S3Storage:
             raise
         return json.loads(obj["Body"].read())
 
-    def list_published(self, *, page_size: int = 1000) -> list[str]:
-        """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
-        before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
+    def list_folders(self, *, page_size: int = 1000) -> list[str]:
+        """Every folder name under ``published/``, descriptor or not: one LIST per ``page_size`` folders."""
         base = published_prefix(self.scfg)
         names = []
         pages = self.client.get_paginator("list_objects_v2").paginate(
@@ -119,9 +123,14 @@ class S3Storage:
         for page in pages:
             for common in page.get("CommonPrefixes", []):
                 name = common["Prefix"][len(base):].rstrip("/")
-                if name and self.is_published(name):
+                if name:
                     names.append(name)
-        return sorted(names)
+        return names
+
+    def list_published(self, *, page_size: int = 1000) -> list[str]:
+        """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
+        before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
+        return sorted(name for name in self.list_folders(page_size=page_size) if self.is_published(name))
 
     def descriptor_uri(self, asset_id: str) -> str:
         return f"s3://{self.scfg.s3_bucket}/{object_key(self.scfg, asset_id, DESCRIPTOR)}"
