@@ -11,9 +11,12 @@ Per scheme:
 - ``cbcs``: HLS ``METHOD=SAMPLE-AES`` twice, ``KEYFORMAT="org.w3.clearkey"`` (URI: the licence)
   and Widevine's ``KEYFORMAT="urn:uuid:edef8ba9-..."`` (URI: its pssh as a data URI), both with
   ``KEYID``; the multivariant playlist repeats them as ``EXT-X-SESSION-KEY``.  DASH: the
-  mp4protection element with ``cenc:default_KID``, then ClearKey (``dashif:Laurl``, the common
-  pssh), Widevine (its pssh) and PlayReady (system id and KID: its licence server, a DRM
-  provider fed the same key through CPIX, supplies the rest).
+  mp4protection element with ``cenc:default_KID``, then ClearKey (no pssh: see below), Widevine
+  (its pssh) and PlayReady (system id and KID: its licence server, a DRM provider fed the same
+  key through CPIX, supplies the rest).  No ``dashif:Laurl``: the licence URL carries the
+  listener's token, which a shared MPD cannot, and Shaka and dash.js take a manifest's Laurl
+  over the application's and resolve a relative one against the page, not the MPD (measured:
+  Shaka 5.2 asked the page's origin).  The player is given ``<prefix>/keys/<id>/clearkey``.
 - ``cenc``: DASH as above with ``value="cenc"``; no HLS (SAMPLE-AES-CTR is outside RFC 8216).
 - ``aes-128``: HLS only, one ``EXT-X-KEY:METHOD=AES-128,URI=...,IV=0x...`` per segment, after
   ``EXT-X-MAP`` (the init segment is clear); no DASH (DASH has no whole-segment encryption).
@@ -28,7 +31,6 @@ from manifests.errors import ManifestError
 from tonearm.core.model import PackagedRendition, Protection
 
 CENC_NS = "urn:mpeg:cenc:2013"
-DASHIF_NS = "https://dashif.org/CPS"
 MP4PROTECTION = "urn:mpeg:dash:mp4protection:2011"
 CLEARKEY_SCHEME = "urn:uuid:e2719d58-a985-b3c9-781a-b030af78d30e"  # DASH-IF: ClearKey's DASH system id
 COMMON_SYSTEM_ID = "1077efec-c0b2-4d02-ace3-3c1e52e2fb4b"
@@ -81,7 +83,6 @@ def hls_aes128_key(asset_id: str, manifest_rel: str, iv: str) -> str:
 
 def dash_namespaces(root: ET.Element) -> None:
     root.set("xmlns:cenc", CENC_NS)
-    root.set("xmlns:dashif", DASHIF_NS)
 
 
 def dash_content_protection(aset: ET.Element, protection: Protection, asset_id: str, manifest_rel: str) -> None:
@@ -89,10 +90,10 @@ def dash_content_protection(aset: ET.Element, protection: Protection, asset_id: 
     kid = kid_uuid(protection.kid)
     ET.SubElement(aset, "ContentProtection", {"schemeIdUri": MP4PROTECTION, "value": protection.scheme,
                                               "cenc:default_KID": kid})
-    clearkey = ET.SubElement(aset, "ContentProtection", {"schemeIdUri": CLEARKEY_SCHEME, "value": "ClearKey1.0"})
-    ET.SubElement(clearkey, "dashif:Laurl", {"Lic_type": "EME-1.0"}).text = \
-        key_path(asset_id, LICENCE_NAME, manifest_rel)
-    ET.SubElement(clearkey, "cenc:pssh").text = protection.pssh[COMMON_SYSTEM_ID]
+    # No cenc:pssh in the ClearKey element: dash.js 5.2.1 (ProtectionModel_21Jan2015.createKeySession) calls
+    # generateRequest('keyids', <that pssh box>) for ClearKey, a TypeError in Chromium; without it dash.js
+    # makes {"kids": [default_KID]} keyids itself, and Shaka reads the init segment's common pssh.
+    ET.SubElement(aset, "ContentProtection", {"schemeIdUri": CLEARKEY_SCHEME, "value": "ClearKey1.0"})
     widevine = ET.SubElement(aset, "ContentProtection", {"schemeIdUri": f"urn:uuid:{WIDEVINE_SYSTEM_ID}",
                                                          "value": "Widevine"})
     ET.SubElement(widevine, "cenc:pssh").text = protection.pssh[WIDEVINE_SYSTEM_ID]
