@@ -31,6 +31,7 @@ import os
 import struct
 from collections.abc import Callable, Sequence
 
+import numpy as np
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -85,6 +86,7 @@ class Encryptor:
         self.key = key
         self.scheme = key.scheme
         self._aes = algorithms.AES(key.key)
+        self._ecb = Cipher(self._aes, modes.ECB()).encryptor()  # stateless across update() calls
 
     @property
     def whole_segment(self) -> bool:
@@ -142,28 +144,58 @@ class Encryptor:
         """
         if self.whole_segment:
             return payload, None
-        out = bytearray()
-        ivs: list[bytes] = []
-        pos = 0
+        n = len(sizes)
+        size = np.asarray(sizes, dtype=np.int64)
+        if int(size.sum()) != len(payload):
+            raise PackagerError(f"sample sizes add up to {int(size.sum())} bytes, the payload has {len(payload)}")
+        data = np.frombuffer(payload, dtype=np.uint8)
+        starts = np.concatenate(([0], np.cumsum(size)[:-1])).astype(np.int64)
         if self.scheme == "cenc":
-            block = os.urandom(8 * len(sizes))
-            for i, size in enumerate(sizes):
-                iv = block[8 * i:8 * i + 8]
-                ivs.append(iv)
-                enc = Cipher(self._aes, modes.CTR(iv + bytes(8))).encryptor()
-                out += enc.update(payload[pos:pos + size]) + enc.finalize()
-                pos += size
+            block = os.urandom(8 * n)
+            ivs = [block[8 * i:8 * i + 8] for i in range(n)]
+            out = data ^ self._ctr_keystream(np.frombuffer(block, dtype=np.uint8).reshape(n, 8), size, starts)
         else:
-            for size in sizes:
-                whole = size - size % 16
-                if whole:
-                    enc = Cipher(self._aes, modes.CBC(self.key.iv)).encryptor()
-                    out += enc.update(payload[pos:pos + whole]) + enc.finalize()
-                out += payload[pos + whole:pos + size]
-                pos += size
-        if pos != len(payload):
-            raise PackagerError(f"sample sizes add up to {pos} bytes, the payload has {len(payload)}")
-        return bytes(out), self._aux(len(sizes), ivs)
+            ivs = []
+            out = self._cbc_whole_blocks(data, size, starts)
+        return out.tobytes(), self._aux(n, ivs)
+
+    def _ctr_keystream(self, ivs: np.ndarray, size: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """AES-CTR keystream for every sample at once (counter block = 8-byte IV || 64-bit block number).
+
+        One ECB pass over all counter blocks of the fragment instead of a cipher per sample:
+        the same bytes as ``Cipher(AES, CTR(iv + bytes(8)))`` sample by sample, several times faster.
+        """
+        blocks = (size + 15) // 16
+        owner = np.repeat(np.arange(len(size)), blocks)
+        first_block = np.concatenate(([0], np.cumsum(blocks)[:-1]))
+        number = np.arange(int(blocks.sum()), dtype=np.int64) - np.repeat(first_block, blocks)
+        counters = np.empty((len(owner), 16), dtype=np.uint8)
+        counters[:, :8] = ivs[owner]
+        counters[:, 8:] = number.astype(">u8").view(np.uint8).reshape(-1, 8)
+        stream = np.frombuffer(self._ecb.update(counters.tobytes()), dtype=np.uint8)
+        pos = np.arange(int(size.sum()), dtype=np.int64)
+        within = pos - np.repeat(starts, size)
+        return stream[np.repeat(first_block * 16, size) + within]
+
+    def _cbc_whole_blocks(self, data: np.ndarray, size: np.ndarray, starts: np.ndarray) -> np.ndarray:
+        """AES-CBC from the constant IV over each sample's whole blocks, all samples in step.
+
+        Block j of every sample that has one is XORed with that sample's previous ciphertext block
+        and encrypted in one ECB batch: as many cipher calls as the longest sample has blocks, the
+        same bytes as a CBC encryptor per sample; trailing partial blocks stay clear.
+        """
+        out = data.copy()
+        whole = size // 16
+        prev = np.tile(np.frombuffer(self.key.iv, dtype=np.uint8), (len(size), 1))
+        offsets = np.arange(16, dtype=np.int64)
+        for j in range(int(whole.max()) if len(whole) else 0):
+            live = np.nonzero(whole > j)[0]
+            at = (starts[live] + 16 * j)[:, None] + offsets
+            mixed = data[at] ^ prev[live]
+            enc = np.frombuffer(self._ecb.update(mixed.tobytes()), dtype=np.uint8).reshape(-1, 16)
+            out[at] = enc
+            prev[live] = enc
+        return out
 
     def _aux(self, count: int, ivs: list[bytes]) -> AudioAux:
         info_size = 8 if self.scheme == "cenc" else 0

@@ -119,3 +119,33 @@ def test_cpix_command_as_installed(protected: Protected) -> None:
     proc = subprocess.run([str(Path(sys.executable).with_name("tonearm")), "--data", str(protected.data), "protection",
                            "cpix", key.asset_id], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and key.kid_uuid in proc.stdout, proc.stderr
+
+
+@pytest.mark.parametrize("scheme", ["cbcs", "cenc"])
+def test_batched_sample_encryption_matches_a_cipher_per_sample(tmp_path: Path, scheme: str) -> None:
+    """packager.protect encrypts a fragment's samples in ECB batches; the bytes are those of one
+    cryptography CBC/CTR encryptor per sample (23001-7: CTR per sample from IV || 0; cbcs: CBC from
+    the constant IV over whole blocks, the tail clear), sizes from 0 to 3000 bytes."""
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
+    from packager.protect import Encryptor
+
+    key = open_keystore(tmp_path).key_for(AID, scheme)
+    sizes = [0, 1, 15, 16, 17, 31, 32, 33, 255, 256, 700, 1023, 3000]
+    payload = os.urandom(sum(sizes))
+    enc, aux = Encryptor(key).samples(payload, sizes)
+    assert len(enc) == len(payload) and aux is not None
+    senc = aux(0)[-(16 + (8 * len(sizes) if scheme == "cenc" else 0)):]
+    expected, pos = bytearray(), 0
+    for i, size in enumerate(sizes):
+        sample = payload[pos:pos + size]
+        if scheme == "cenc":
+            iv = senc[16 + 8 * i:24 + 8 * i]
+            c = Cipher(algorithms.AES(key.key), modes.CTR(iv + bytes(8))).encryptor()
+            expected += c.update(sample) + c.finalize()
+        else:
+            whole = size - size % 16
+            c = Cipher(algorithms.AES(key.key), modes.CBC(key.iv)).encryptor()
+            expected += c.update(sample[:whole]) + c.finalize() + sample[whole:]
+        pos += size
+    assert enc == bytes(expected) and enc != payload
