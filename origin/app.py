@@ -263,7 +263,7 @@ class Origin:
         headers = dict(extra)
         headers.pop("Access-Control-Expose-Headers", None)
         if "Access-Control-Allow-Origin" in headers:
-            keys = SIGNED_KEYS_RE.fullmatch(request.path) is not None
+            keys = request.path.startswith("/keys/") or SIGNED_KEYS_RE.fullmatch(request.path) is not None
             headers.update({
                 "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS" if keys else "GET, HEAD, OPTIONS",
                 "Access-Control-Allow-Headers": API_ALLOW_HEADERS if request.path.startswith("/api/")

@@ -8,7 +8,8 @@
  *   clockSeconds, nearEnd (seconds before the end to seek to), steps: [...names to run],
  *   revisit (false: switch_all visits each rung once), switchFamilies (switch_all targets only the
  *   first rung of each of these codecs, in order), playerConfig, unsupportedCodecs, segmentWaitMs,
- *   protectionData (dash.js only: setProtectionData, e.g. a ClearKey licence server)
+ *   protectionData (dash.js only: setProtectionData, e.g. a ClearKey licence server),
+ *   shakaCommonPssh (Shaka: drm.initDataTransform adding the W3C common pssh), settleMs (after a failure)
  * }
  */
 'use strict';
@@ -290,6 +291,8 @@ class Run {
       this.report.failure = String(e && e.message || e);
       // A player may report the cause just after the symptom (e.g. a stall before the error event).
       for (let i = 0; i < 40 && !this.report.errors.length; i++) await sleep(50);
+      // spec.settleMs: keep listening that long, so a player's own error that follows the media element's is seen.
+      if (s.settleMs) await sleep(s.settleMs);
     } finally {
       this.report.final = {
         currentTime: this.audio.currentTime, duration: this.audio.duration, ended: this.audio.ended,
