@@ -70,7 +70,7 @@ def write_manifests(out_dir: Path, layouts: dict[str, list[PackagedRendition]], 
                 hls.master_playlist(renditions, uris, loudness, asset_id=aid, rel=place.hls_master), encoding="utf-8")
         if offers(prot, "dash"):
             (out_dir / place.dash_manifest).write_text(
-                dash.mpd(renditions, info, layout=layout, loudness=loudness, rel=place.dash_manifest),
+                dash.mpd(renditions, info, layout=layout, loudness=loudness),
                 encoding="utf-8")
         written.update({k: v for k, v in keys.items() if offers(prot, k.split("_", 1)[0])})
     return written

@@ -72,14 +72,13 @@ def presentation_end(renditions: Sequence[PackagedRendition]) -> Fraction:
 
 
 def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: str,
-        loudness: Normalisation | None = None, rel: str = "manifest.mpd") -> str:
+        loudness: Normalisation | None = None) -> str:
     """Render the MPD of one layout; URIs are relative to the MPD's own location.
 
     The loudness figures are a SupplementalProperty of every AdaptationSet
     (its value: manifests.loudness), after AudioChannelConfiguration as the
     schema's RepresentationBaseType orders them, and before Role.  Protected renditions get
-    their ContentProtection elements between the two (manifests.protection); ``rel`` is the
-    MPD's path in the asset, for the licence URI.
+    their ContentProtection elements between the two (manifests.protection).
     """
     min_buffer = min_buffer_time(renditions)
     root = ET.Element("MPD", {
@@ -111,7 +110,7 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
         aset = ET.SubElement(period, "AdaptationSet", attrs)
         ET.SubElement(aset, "AudioChannelConfiguration", {"schemeIdUri": CHANNEL_SCHEME, "value": str(reps[0].channels)})
         if prot is not None:
-            dash_content_protection(aset, prot, info.asset_id, rel)
+            dash_content_protection(aset, prot)
         if loudness is not None:
             ET.SubElement(aset, "SupplementalProperty", {"schemeIdUri": DASH_SCHEME, "value": loudness.dash_value()})
         ET.SubElement(aset, "Role", {"schemeIdUri": "urn:mpeg:dash:role:2011", "value": "main"})

@@ -85,7 +85,7 @@ def dash_namespaces(root: ET.Element) -> None:
     root.set("xmlns:cenc", CENC_NS)
 
 
-def dash_content_protection(aset: ET.Element, protection: Protection, asset_id: str, manifest_rel: str) -> None:
+def dash_content_protection(aset: ET.Element, protection: Protection) -> None:
     """ContentProtection elements of an AdaptationSet (DASH-IF IOP 7.7: mp4protection first)."""
     kid = kid_uuid(protection.kid)
     ET.SubElement(aset, "ContentProtection", {"schemeIdUri": MP4PROTECTION, "value": protection.scheme,
