@@ -85,6 +85,7 @@ def test_pipeline_refuses_an_unknown_scheme(tmp_path: Path) -> None:
                 protection="rot13")
 
 
+@pytest.mark.slow  # the session's protected assets
 @pytest.mark.parametrize("scheme", ["cbcs", "cenc"])
 def test_cpix_export(protected: Protected, tmp_path: Path, capsys: pytest.CaptureFixture[str], scheme: str) -> None:
     key = protected.key(scheme)
@@ -113,6 +114,7 @@ def test_cpix_export(protected: Protected, tmp_path: Path, capsys: pytest.Captur
     assert cli([*tonearm, "nope"]) == 2 and "not an asset id" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_cpix_command_as_installed(protected: Protected) -> None:
     """The installed ``tonearm`` command (a subprocess, as operators run it)."""
     key = protected.key("cbcs")

@@ -31,7 +31,7 @@ from pymp4.parser import Box
 
 from packager.boxes import iter_boxes
 
-pytestmark = [pytest.mark.timeout(120)]
+pytestmark = [pytest.mark.timeout(120), pytest.mark.slow]  # the session's protected assets: whole-pipeline runs
 
 COMMON = "1077efec-c0b2-4d02-ace3-3c1e52e2fb4b"
 WIDEVINE = "edef8ba9-79d6-4ace-a3c8-27dcd51d21ed"
@@ -236,7 +236,6 @@ print(json.dumps({str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdig
 """
 
 
-@pytest.mark.slow
 def test_clear_assets_are_byte_for_byte_unchanged(tmp_path: Path) -> None:
     """The same encodes packaged by this tree (scheme none) and by the tree before protection."""
     import json

@@ -15,7 +15,7 @@ from origin.app import make_app
 from origin.signing import sign
 from tonearm.core.config import Config, OriginConfig, StorageConfig
 
-pytestmark = [pytest.mark.timeout(60)]
+pytestmark = [pytest.mark.timeout(60), pytest.mark.slow]  # the session's protected assets: whole-pipeline runs
 
 
 def b64url(data: bytes) -> str:
