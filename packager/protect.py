@@ -77,6 +77,13 @@ def widevine_pssh_data(kid: bytes, scheme: str) -> bytes:
     return b"\x12" + _varint(len(kid)) + kid + b"\x48" + _varint(fourcc)
 
 
+def _runs(keep: np.ndarray, skip: np.ndarray) -> np.ndarray:
+    """A boolean mask of ``keep[0]`` True, ``skip[0]`` False, ``keep[1]`` True, ... (one run pair per sample)."""
+    lengths = np.empty(2 * len(keep), dtype=np.int64)
+    lengths[0::2], lengths[1::2] = keep, skip
+    return np.repeat(np.tile(np.array([True, False]), len(keep)), lengths)
+
+
 class Encryptor:
     """Encrypts one asset's renditions with its content key (one instance per rendition or asset)."""
 
@@ -162,39 +169,41 @@ class Encryptor:
     def _ctr_keystream(self, ivs: np.ndarray, size: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """AES-CTR keystream for every sample at once (counter block = 8-byte IV || 64-bit block number).
 
-        One ECB pass over all counter blocks of the fragment instead of a cipher per sample:
-        the same bytes as ``Cipher(AES, CTR(iv + bytes(8)))`` sample by sample, several times faster.
+        One ECB pass over all counter blocks of the fragment instead of a cipher per sample: the same
+        bytes as ``Cipher(AES, CTR(iv + bytes(8)))`` sample by sample (checked in the tests).
         """
         blocks = (size + 15) // 16
-        owner = np.repeat(np.arange(len(size)), blocks)
         first_block = np.concatenate(([0], np.cumsum(blocks)[:-1]))
-        number = np.arange(int(blocks.sum()), dtype=np.int64) - np.repeat(first_block, blocks)
-        counters = np.empty((len(owner), 16), dtype=np.uint8)
-        counters[:, :8] = ivs[owner]
+        counters = np.empty((int(blocks.sum()), 16), dtype=np.uint8)
+        counters[:, :8] = np.repeat(ivs, blocks, axis=0)
+        number = np.arange(len(counters), dtype=np.int64) - np.repeat(first_block, blocks)
         counters[:, 8:] = number.astype(">u8").view(np.uint8).reshape(-1, 8)
         stream = np.frombuffer(self._ecb.update(counters.tobytes()), dtype=np.uint8)
-        pos = np.arange(int(size.sum()), dtype=np.int64)
-        within = pos - np.repeat(starts, size)
-        return stream[np.repeat(first_block * 16, size) + within]
+        return stream[_runs(size, blocks * 16 - size)]  # each sample's keystream without its last block's tail
 
     def _cbc_whole_blocks(self, data: np.ndarray, size: np.ndarray, starts: np.ndarray) -> np.ndarray:
         """AES-CBC from the constant IV over each sample's whole blocks, all samples in step.
 
-        Block j of every sample that has one is XORed with that sample's previous ciphertext block
-        and encrypted in one ECB batch: as many cipher calls as the longest sample has blocks, the
-        same bytes as a CBC encryptor per sample; trailing partial blocks stay clear.
+        The whole blocks are laid out as a (samples, longest, 16) array; block j of every sample is
+        XORed with that sample's previous ciphertext block and encrypted in one ECB call: as many
+        calls as the longest sample has blocks, the same bytes as a CBC encryptor per sample
+        (checked in the tests); trailing partial blocks stay clear.
         """
-        out = data.copy()
         whole = size // 16
+        longest = int(whole.max()) if len(whole) else 0
+        if longest == 0:
+            return data.copy()
+        src = _runs(whole * 16, size - whole * 16)  # the bytes that are encrypted
+        dst = _runs(whole * 16, (longest - whole) * 16)  # where they sit in the padded array
+        grid = np.zeros(len(size) * longest * 16, dtype=np.uint8)
+        grid[dst] = data[src]
+        grid = grid.reshape(len(size), longest, 16)
         prev = np.tile(np.frombuffer(self.key.iv, dtype=np.uint8), (len(size), 1))
-        offsets = np.arange(16, dtype=np.int64)
-        for j in range(int(whole.max()) if len(whole) else 0):
-            live = np.nonzero(whole > j)[0]
-            at = (starts[live] + 16 * j)[:, None] + offsets
-            mixed = data[at] ^ prev[live]
-            enc = np.frombuffer(self._ecb.update(mixed.tobytes()), dtype=np.uint8).reshape(-1, 16)
-            out[at] = enc
-            prev[live] = enc
+        for j in range(longest):
+            prev = np.frombuffer(self._ecb.update((grid[:, j, :] ^ prev).tobytes()), dtype=np.uint8).reshape(-1, 16)
+            grid[:, j, :] = prev
+        out = data.copy()
+        out[src] = grid.reshape(-1)[dst]
         return out
 
     def _aux(self, count: int, ivs: list[bytes]) -> AudioAux:
