@@ -151,3 +151,18 @@ def test_batched_sample_encryption_matches_a_cipher_per_sample(tmp_path: Path, s
             expected += c.update(sample[:whole]) + c.finalize() + sample[whole:]
         pos += size
     assert enc == bytes(expected) and enc != payload
+
+
+@pytest.mark.slow  # the session's protected assets
+def test_sign_prints_the_licence_url(protected: Protected, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture[str]) -> None:
+    from fixtures_protection import SIGNING_KEY
+
+    monkeypatch.setenv("TONEARM_SIGNING_KEY", SIGNING_KEY)
+    for scheme, licence in (("cbcs", True), ("cenc", True), ("aes-128", False), ("none", False)):
+        aid = protected.assets[scheme]["id"]
+        assert cli(["--data", str(protected.data), "sign", aid, "--ttl", "10m"]) == 0
+        lines = capsys.readouterr().out.split()
+        keys = [u for u in lines if "/keys/" in u]
+        assert keys == ([f"{u.split('/assets/')[0]}/keys/{aid}/clearkey" for u in lines[:1]] if licence else []), lines
+        assert len(lines) == len(protected.assets[scheme]["manifests"]) + licence
