@@ -166,3 +166,21 @@ def test_sign_prints_the_licence_url(protected: Protected, monkeypatch: pytest.M
         keys = [u for u in lines if "/keys/" in u]
         assert keys == ([f"{u.split('/assets/')[0]}/keys/{aid}/clearkey" for u in lines[:1]] if licence else []), lines
         assert len(lines) == len(protected.assets[scheme]["manifests"]) + licence
+
+
+@pytest.mark.slow  # a whole-pipeline run
+def test_ingest_protection_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``tonearm ingest --protection`` overrides [protection] scheme for that run; a bad name is a usage error."""
+    from fixtures_players import make_tone_master
+
+    master = make_tone_master(tmp_path / "m.flac", title="flag", seconds=3.0)
+    data = tmp_path / "data"
+    assert cli(["--data", str(data), "ingest", "--jobs", "1", "--protection", "cenc", "--json", str(master)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    aid = record["asset_id"]
+    descriptor = json.loads((data / "published" / aid / "asset.json").read_text())
+    assert descriptor["protection"]["scheme"] == "cenc" and set(descriptor["manifests"]) == {"dash", "dash_single"}
+    assert open_keystore(data).get(aid).kid_hex == descriptor["protection"]["kid"]
+    with pytest.raises(SystemExit) as exc:
+        cli(["--data", str(data), "ingest", "--protection", "rot13", str(master)])
+    assert exc.value.code == 2
