@@ -81,7 +81,12 @@ class KeyService:
             return _text(405, "method not allowed\n", {**headers, "Allow": "POST, OPTIONS"})
         if request.content_length is not None and request.content_length > MAX_REQUEST:
             return _text(413, "licence request too large\n", headers)
-        body = await request.content.read(MAX_REQUEST + 1)
+        body = b""
+        while len(body) <= MAX_REQUEST:  # read() may return a part: read to the end, never past the cap
+            chunk = await request.content.read(MAX_REQUEST + 1 - len(body))
+            if not chunk:
+                break
+            body += chunk
         if len(body) > MAX_REQUEST:
             return _text(413, "licence request too large\n", headers)
         try:

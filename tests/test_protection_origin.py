@@ -148,3 +148,18 @@ async def test_signed_key_urls_are_redacted_in_the_access_log(aiohttp_client, pr
     assert b64url(key.key) not in text
     lines = [json.loads(line) for line in text.splitlines()]
     assert any(line["status"] == 200 and "/keys/" in line["path"] for line in lines)
+
+
+async def test_licence_request_in_pieces(client, protected: Protected) -> None:
+    """A chunked licence body (no Content-Length) is read whole; one over the cap is 413 all the same."""
+    key = protected.key("cenc")
+    body = json.dumps({"kids": [b64url(key.kid)], "type": "temporary"}).encode()
+
+    async def pieces(data: bytes, step: int):
+        for i in range(0, len(data), step):
+            yield data[i:i + step]
+
+    resp = await client.post(licence_path(key.asset_id), data=pieces(body, 7))
+    assert resp.status == 200 and (await resp.json())["keys"][0]["k"] == b64url(key.key)
+    resp = await client.post(licence_path(key.asset_id), data=pieces(b"{" + b" " * 6000 + b"}", 1000))
+    assert resp.status == 413
