@@ -8,16 +8,12 @@ real ``tonearm serve`` subprocess over them with a signing key, on a free loopba
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from fixtures_players import TONES, _wait_ready, free_port, ingest, make_tone_master
+from fixtures_players import TONES, ingest, make_tone_master, running_origin
 
 from origin.signing import sign
 from tonearm.core.config import Config, OriginConfig, ProtectionConfig, StorageConfig
@@ -69,23 +65,6 @@ def build(root: Path) -> tuple[Path, dict[str, dict[str, Any]]]:
     return data, assets
 
 
-@contextlib.contextmanager
-def serving(data: Path, log: Path) -> Iterator[str]:
+def serving(data: Path, log: Path) -> contextlib.AbstractContextManager[str]:
     """``tonearm --data DATA serve`` with the tests' signing key (from the environment, as operators set it)."""
-    port = free_port()
-    env = {**os.environ, "TONEARM_SIGNING_KEY": SIGNING_KEY}
-    with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "serve", "--host",
-                                 "127.0.0.1", "--port", str(port)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(base, proc, log)
-        yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+    return running_origin(data, log, env={"TONEARM_SIGNING_KEY": SIGNING_KEY})
