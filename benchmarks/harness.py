@@ -18,7 +18,7 @@ from tonearm.core.config import load
 from tonearm.core.ffmpeg import locate
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pipeline", "origin", "memory", "edge", "spike")
+SECTIONS = ("pipeline", "origin", "memory", "edge", "spike", "protection")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,6 +1,6 @@
 """``make bench``: the whole benchmark, end to end, on this machine, loopback only.
 
-    python -m benchmarks.run [--quick] [--only pipeline,origin,memory,edge,spike]
+    python -m benchmarks.run [--quick] [--only pipeline,origin,memory,edge,spike,protection]
 
 Every figure is a ratio against a baseline measured in the same run (the
 encoder floor, a naive pipeline, nginx, the origin's own warm-up RSS, the
@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 from benchmarks import catalog, pipeline
 from benchmarks.edge import bench_edge
+from benchmarks.protection import bench_protection
 from benchmarks.harness import (
     HERE,
     QUICK,
@@ -256,6 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench_memory(b)
     if "edge" in args.only or "spike" in args.only:
         bench_edge(b)
+    if "protection" in args.only:
+        bench_protection(b)
     elapsed = time.monotonic() - t0
     b.results["meta"]["seconds"] = elapsed
     b.results["meta"]["load_at_end"] = load_average()

@@ -31,6 +31,7 @@ from manifests import dash, hls
 from manifests.bandwidth import average_bandwidth, peak_bandwidth
 from manifests.errors import ManifestError
 from manifests.loudness import Normalisation, normalisation
+from manifests.protection import offers, scheme_of
 from tonearm.core.config import DEFAULT_LOUDNESS_TARGET
 from tonearm.core.layouts import LAYOUTS
 from tonearm.core.model import MasterInfo, PackagedRendition
@@ -55,14 +56,21 @@ def write_manifests(out_dir: Path, layouts: dict[str, list[PackagedRendition]], 
         place = LAYOUTS[layout]
         base = out_dir / place.folder if place.folder else out_dir
         base.mkdir(parents=True, exist_ok=True)
-        uris = {}
-        for p in renditions:
-            uri = place.media_playlist(p.rung.name)
-            (base / uri).parent.mkdir(parents=True, exist_ok=True)
-            (base / uri).write_text(hls.media_playlist(p), encoding="utf-8")
-            uris[p.rung.name] = uri
-        (out_dir / place.hls_master).write_text(hls.master_playlist(renditions, uris, loudness), encoding="utf-8")
-        (out_dir / place.dash_manifest).write_text(dash.mpd(renditions, info, layout=layout, loudness=loudness),
-                                                   encoding="utf-8")
-        written.update(place.manifest_keys())
+        prot, aid = scheme_of(renditions), info.asset_id
+        keys = place.manifest_keys()
+        if offers(prot, "hls"):
+            uris = {}
+            for p in renditions:
+                uri = place.media_playlist(p.rung.name)
+                rel = f"{place.folder}/{uri}" if place.folder else uri
+                (base / uri).parent.mkdir(parents=True, exist_ok=True)
+                (base / uri).write_text(hls.media_playlist(p, asset_id=aid, rel=rel), encoding="utf-8")
+                uris[p.rung.name] = uri
+            (out_dir / place.hls_master).write_text(
+                hls.master_playlist(renditions, uris, loudness, asset_id=aid, rel=place.hls_master), encoding="utf-8")
+        if offers(prot, "dash"):
+            (out_dir / place.dash_manifest).write_text(
+                dash.mpd(renditions, info, layout=layout, loudness=loudness),
+                encoding="utf-8")
+        written.update({k: v for k, v in keys.items() if offers(prot, k.split("_", 1)[0])})
     return written

@@ -26,6 +26,7 @@ from manifests.bandwidth import dash_bandwidth, min_buffer_time
 from manifests.errors import ManifestError
 from manifests.hls import seconds
 from manifests.loudness import DASH_SCHEME, Normalisation
+from manifests.protection import dash_content_protection, dash_namespaces
 from manifests.timeline import extinf_ticks
 from tonearm.core.codecs import CODECS, codec
 from tonearm.core.layouts import SEGMENT_TEMPLATE
@@ -76,7 +77,8 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
 
     The loudness figures are a SupplementalProperty of every AdaptationSet
     (its value: manifests.loudness), after AudioChannelConfiguration as the
-    schema's RepresentationBaseType orders them, and before Role.
+    schema's RepresentationBaseType orders them, and before Role.  Protected renditions get
+    their ContentProtection elements between the two (manifests.protection).
     """
     min_buffer = min_buffer_time(renditions)
     root = ET.Element("MPD", {
@@ -87,6 +89,9 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
         "mediaPresentationDuration": duration(presentation_end(renditions)),
         "minBufferTime": duration(min_buffer),
     })
+    prot = renditions[0].protection if renditions else None
+    if prot is not None:
+        dash_namespaces(root)
     period = ET.SubElement(root, "Period", {"id": "0", "start": "PT0S"})
     key = lambda p: (codec(p.rung.codec).order, _family(p), p.channels)  # noqa: E731
     for set_id, (_, group) in enumerate(itertools.groupby(sorted(renditions, key=key), key=key)):
@@ -104,6 +109,8 @@ def mpd(renditions: Sequence[PackagedRendition], info: MasterInfo, *, layout: st
             attrs.update(subsegmentAlignment=aligned, subsegmentStartsWithSAP="1")
         aset = ET.SubElement(period, "AdaptationSet", attrs)
         ET.SubElement(aset, "AudioChannelConfiguration", {"schemeIdUri": CHANNEL_SCHEME, "value": str(reps[0].channels)})
+        if prot is not None:
+            dash_content_protection(aset, prot)
         if loudness is not None:
             ET.SubElement(aset, "SupplementalProperty", {"schemeIdUri": DASH_SCHEME, "value": loudness.dash_value()})
         ET.SubElement(aset, "Role", {"schemeIdUri": "urn:mpeg:dash:role:2011", "value": "main"})

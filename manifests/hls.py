@@ -10,6 +10,7 @@ from manifests import hls_tags as T
 from manifests.bandwidth import average_bandwidth, peak_bandwidth, target_duration
 from manifests.errors import ManifestError
 from manifests.loudness import Normalisation
+from manifests.protection import hls_aes128_key, hls_sample_aes_keys
 from manifests.timeline import extinf_ticks
 from tonearm.core.codecs import codec
 from tonearm.core.model import PackagedRendition
@@ -33,15 +34,20 @@ def _byterange(length: int, offset: int) -> str:
     return f"{length}@{offset}"
 
 
-def media_playlist(p: PackagedRendition) -> str:
+def media_playlist(p: PackagedRendition, *, asset_id: str = "", rel: str = "") -> str:
     """One rendition's playlist: EXT-X-MAP + one EXTINF per segment (+ EXT-X-BYTERANGE in one file).
 
     EXTINF follows manifests.timeline: each segment's media duration, the last
     one ending the master's duration after zero, so the playlist lasts the
     master's duration on every rung and every segment starts at its tfdt.
+    A protected rendition (``asset_id`` and ``rel``, the playlist's path in the asset, place its
+    key URIs) has its EXT-X-KEY lines (manifests.protection).
     """
     lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", f"{T.TARGETDURATION}:{target_duration(p)}",
              f"{T.PLAYLIST_TYPE}:{T.VOD}", T.INDEPENDENT_SEGMENTS]
+    prot = p.protection
+    if prot is not None and prot.scheme == "cbcs":
+        lines += [f"{T.KEY}:{attrs}" for attrs in hls_sample_aes_keys(prot, asset_id, rel)]
     map_attrs = f"{T.URI}={_quote(p.init_uri)}"
     if p.single_file:
         if p.init_range is None:
@@ -50,6 +56,10 @@ def media_playlist(p: PackagedRendition) -> str:
         map_attrs += f",{T.ATTR_BYTERANGE}={_quote(_byterange(last - first + 1, first))}"
     lines.append(f"{T.MAP}:{map_attrs}")
     for s, ticks in zip(p.segments, extinf_ticks(p)):
+        if prot is not None and prot.scheme == "aes-128":
+            if s.iv is None:
+                raise ManifestError(f"{p.rung.name}: aes-128 segment {s.index} has no IV")
+            lines.append(f"{T.KEY}:{hls_aes128_key(asset_id, rel, s.iv)}")
         lines.append(f"{T.EXTINF}:{seconds(ticks, p.timescale)},")
         if p.single_file:
             # RFC 8216 4.3.2.2: an explicit offset on every range, so each line stands alone.
@@ -76,7 +86,7 @@ def variant_order(renditions: Sequence[PackagedRendition]) -> list[PackagedRendi
 
 
 def master_playlist(renditions: Sequence[PackagedRendition], uri_of: dict[str, str],
-                    loudness: Normalisation | None = None) -> str:
+                    loudness: Normalisation | None = None, *, asset_id: str = "", rel: str = "") -> str:
     """Audio-only multivariant playlist: one EXT-X-STREAM-INF per rendition, each with CODECS.
 
     Lossless is a variant of its own with CODECS="fLaC", so a client that
@@ -87,6 +97,9 @@ def master_playlist(renditions: Sequence[PackagedRendition], uri_of: dict[str, s
     lines = [T.EXTM3U, f"{T.VERSION}:{T.PROTOCOL_VERSION}", T.INDEPENDENT_SEGMENTS]
     for data_id, value in loudness.hls_session_data() if loudness else ():
         lines.append(f"{T.SESSION_DATA}:{T.DATA_ID}={_quote(data_id)},{T.VALUE}={_quote(value)}")
+    prot = renditions[0].protection if renditions else None
+    if prot is not None and prot.scheme == "cbcs":  # RFC 8216 4.3.4.5: the keys, before any media playlist
+        lines += [f"{T.SESSION_KEY}:{attrs}" for attrs in hls_sample_aes_keys(prot, asset_id, rel)]
     for p in variant_order(renditions):
         attrs = [f"{T.BANDWIDTH}={peak_bandwidth(p)}", f"{T.AVERAGE_BANDWIDTH}={average_bandwidth(p)}",
                  f"{T.CODECS}={_quote(p.codecs)}"]

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from origin.api import CatalogAPI
 from origin.cache import EntryCache
+from origin.licence import KEYS_RE, NO_STORE, KeyService
 from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
 from origin.representation import Kind, classify
 from origin.respond import Aborted, respond
@@ -43,6 +44,7 @@ MAX_PATH = 1024  # longer request paths are hostile or broken: 414-ish, answered
 _NAME = r"[A-Za-z0-9_-][A-Za-z0-9_.-]{0,127}"
 ASSET_RE = re.compile(rf"/assets/([0-9a-f]{{64}})/((?:{_NAME}/)?{_NAME})")
 SIGNED_RE = re.compile(r"/s/([^/]{1,200})(/assets/.*)")
+SIGNED_KEYS_RE = re.compile(r"/s/([^/]{1,200})(/keys/.*)")  # key delivery: origin.licence
 STATIC_RE = re.compile(rf"/static/((?:{_NAME}/){{0,3}}{_NAME})")
 REQUEST_ID_RE = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
@@ -50,6 +52,7 @@ EXPOSE = "Content-Range, Content-Length, Content-Encoding, ETag, Last-Modified, 
 ALLOW_HEADERS = "Range, If-None-Match, If-Modified-Since, If-Range, If-Match, If-Unmodified-Since, X-Request-Id"
 API_EXPOSE = "X-Request-Id"
 API_ALLOW_HEADERS = "Authorization, X-Request-Id"
+KEYS_ALLOW_HEADERS = "Content-Type, X-Request-Id"  # EME licence requests are POSTed JSON
 ROUTE_OF_KIND = {Kind.MEDIA: "media", Kind.INIT: "init", Kind.PLAYLIST: "manifest", Kind.MPD: "manifest",
                  Kind.DESCRIPTOR: "descriptor", Kind.STATIC: "static"}
 
@@ -96,6 +99,7 @@ class Origin:
         self.draining = False
         self.ready_timeout = ocfg.s3_timeout + 0.5
         self.api = CatalogAPI(cfg)
+        self.keys = KeyService(cfg)
 
     # -- the one handler -------------------------------------------------------------------------------------
 
@@ -184,6 +188,15 @@ class Origin:
         method = request.method
         if method == "OPTIONS":
             return "preflight", self._preflight(request, extra)
+        if path.startswith("/keys/"):  # keys only ever through a token for their asset
+            return "keys", _text(403, "a signed URL is required\n", {**extra, "Cache-Control": NO_STORE})
+        if path.startswith("/s/") and (km := SIGNED_KEYS_RE.fullmatch(path)) is not None:
+            target = KEYS_RE.fullmatch(km.group(2))
+            if target is None:
+                return "keys", _text(404, "not found\n", {**extra, "Cache-Control": NO_STORE})
+            if not verify(self.key, km.group(1), target.group(1)):
+                return "keys", _text(403, "expired or invalid signature\n", {**extra, "Cache-Control": NO_STORE})
+            return "keys", await self.keys.handle(request, target.group(1), target.group(2), extra)
         if method not in ("GET", "HEAD"):
             return "other", _text(405, "method not allowed\n", {**extra, "Allow": "GET, HEAD, OPTIONS"})
         if path.startswith("/assets/"):
@@ -266,10 +279,11 @@ class Origin:
         headers = dict(extra)
         headers.pop("Access-Control-Expose-Headers", None)
         if "Access-Control-Allow-Origin" in headers:
+            keys = request.path.startswith("/keys/") or SIGNED_KEYS_RE.fullmatch(request.path) is not None
             headers.update({
-                "Access-Control-Allow-Methods": "GET, HEAD, OPTIONS",
+                "Access-Control-Allow-Methods": "GET, HEAD, POST, OPTIONS" if keys else "GET, HEAD, OPTIONS",
                 "Access-Control-Allow-Headers": API_ALLOW_HEADERS if request.path.startswith("/api/")
-                else ALLOW_HEADERS,
+                else KEYS_ALLOW_HEADERS if keys else ALLOW_HEADERS,
                 "Access-Control-Max-Age": "86400",
             })
             # Chromium's Private Network Access preflight: a public page may fetch from this (private) origin,

@@ -23,7 +23,8 @@ from origin.signing import redact
 
 __all__ = ("METRICS", "AccessLog", "render_metrics", "CONTENT_TYPE_LATEST")
 
-ROUTES = ("media", "init", "manifest", "descriptor", "static", "api", "health", "metrics", "preflight", "other")
+ROUTES = ("media", "init", "manifest", "descriptor", "static", "api", "health", "metrics", "preflight", "keys",
+          "other")
 
 
 class _Metrics:

@@ -120,7 +120,8 @@ def playback_paths(asset_id: str, manifests: dict[str, dict[str, str]], token: s
 
 
 def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None) -> list[str]:
-    """Signed HLS and DASH URLs (every published layout) valid for ``ttl`` seconds."""
+    """Signed HLS and DASH URLs (every published layout) valid for ``ttl`` seconds, and for a cbcs or
+    cenc asset the ClearKey licence URL under the same token."""
     if not is_asset_id(asset_id):
         raise ConfigError(f"{asset_id!r} is not an asset id (64 lowercase hex characters)")
     if not cfg.origin.signing_key:
@@ -129,8 +130,14 @@ def playback_urls(cfg: Config, asset_id: str, ttl: int, base: str | None = None)
         host = cfg.origin.host
         base = f"http://{'[' + host + ']' if ':' in host else host}:{cfg.origin.port}"
     token = sign(cfg.origin.signing_key, asset_id, expiry_for(ttl))
-    paths = playback_paths(asset_id, manifest_map(_descriptor(cfg, asset_id), cfg.ladder.layouts), token)
-    return [base.rstrip("/") + p for layout in paths.values() for p in layout.values()]
+    descriptor = _descriptor(cfg, asset_id)
+    paths = playback_paths(asset_id, manifest_map(descriptor, cfg.ladder.layouts), token)
+    urls = [base.rstrip("/") + p for layout in paths.values() for p in layout.values()]
+    protection = (descriptor or {}).get("protection")
+    if isinstance(protection, dict) and protection.get("scheme") in ("cbcs", "cenc"):
+        # the ClearKey licence URL the player is given (origin.licence); aes-128 key URIs are in the playlists
+        urls.append(f"{base.rstrip('/')}/s/{token}/keys/{asset_id}/clearkey")
+    return urls
 
 
 def _descriptor(cfg: Config, asset_id: str) -> dict[str, Any] | None:

@@ -11,7 +11,7 @@ dash.js and Safari expect.
 from __future__ import annotations
 
 import struct
-from typing import Sequence
+from typing import Callable, Sequence
 
 from packager.boxes import box, full_box
 from packager.loudness import ludt
@@ -29,7 +29,7 @@ TRUN_SIZE = 0x000200
 
 
 def init_segment(*, sample_entry: bytes, timescale: int, priming: int, duration: int,
-                 language: bytes = b"\x55\xc4", loudness: Loudness | None = None) -> bytes:
+                 language: bytes = b"\x55\xc4", loudness: Loudness | None = None, pssh: bytes = b"") -> bytes:
     """ftyp + moov for one audio track.
 
     The edit list carries gapless playback (14496-12 8.6.6; Apple's and
@@ -38,6 +38,7 @@ def init_segment(*, sample_entry: bytes, timescale: int, priming: int, duration:
     master's last sample, so the padding of the final frame is not played.
     The master's loudness, when known, is the track's ``udta/ludt`` (see
     packager.loudness), last in the trak as 14496-12's box table (Table 1) lists it.
+    ``pssh`` (protected renditions, packager.protect) ends the moov; clear ones have none.
     """
     ftyp = box("ftyp", b"iso6", struct.pack(">I", 0), b"iso6", b"cmfc", b"dash", b"mp41")
     mvhd = full_box("mvhd", 0, 0, struct.pack(">IIII", 0, 0, timescale, 0), struct.pack(">IH", 0x10000, 0x0100),
@@ -65,12 +66,16 @@ def init_segment(*, sample_entry: bytes, timescale: int, priming: int, duration:
     trak = box("trak", tkhd, box("edts", elst), box("mdia", mdhd, hdlr, minf), udta)
     # trex defaults: description 1, no default duration/size, flags 0 = every sample is a sync sample.
     mvex = box("mvex", full_box("trex", 0, 0, struct.pack(">IIIII", TRACK_ID, 1, 0, 0, 0)))
-    return ftyp + box("moov", mvhd, trak, mvex)
+    return ftyp + box("moov", mvhd, trak, mvex, pssh)
 
 
 def fragment(*, sequence: int, base_time: int, durations: Sequence[int], sizes: Sequence[int],
-             payload: bytes) -> bytes:
-    """moof + mdat for one segment's samples (one fragment per segment)."""
+             payload: bytes, aux: Callable[[int], bytes] | None = None) -> bytes:
+    """moof + mdat for one segment's samples (one fragment per segment).
+
+    ``aux(at)`` (protected renditions: saiz + saio + senc, packager.protect) follows trun in the
+    traf; ``at`` is where it starts, counted from the first byte of the moof.
+    """
     flags = TFHD_DEFAULT_BASE_IS_MOOF
     uniform = len(set(durations)) == 1
     tfhd = struct.pack(">I", TRACK_ID)
@@ -87,7 +92,9 @@ def fragment(*, sequence: int, base_time: int, durations: Sequence[int], sizes: 
 
     def moof(data_offset: int) -> bytes:
         trun = full_box("trun", 0, trun_flags, struct.pack(">Ii", len(sizes), data_offset), per_sample)
-        return box("moof", mfhd, box("traf", full_box("tfhd", 0, flags, tfhd), tfdt, trun))
+        head = full_box("tfhd", 0, flags, tfhd) + tfdt + trun
+        extra = aux(8 + len(mfhd) + 8 + len(head)) if aux else b""
+        return box("moof", mfhd, box("traf", head, extra))
 
     size = len(moof(0))
     return moof(size + 8) + box("mdat", payload)

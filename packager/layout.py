@@ -25,7 +25,9 @@ from packager import cmaf
 from packager.codecs import describe
 from packager.demux import Track, read_track
 from packager.errors import PackagerError
+from packager.protect import Encryptor
 from tonearm.core.config import LadderConfig
+from tonearm.core.keys import ContentKey
 from tonearm.core.layouts import INIT_NAME, LAYOUTS, RESERVED_RUNG_NAMES, SEGMENT_TEMPLATE
 from tonearm.core.layouts import layout as layout_named
 from tonearm.core.model import EncodedRendition, Loudness, PackagedRendition, SegmentEvent
@@ -45,21 +47,26 @@ class _Cut:
 
 
 def package(encoded: list[EncodedRendition], ladder: LadderConfig, out_dir: Path, *, layout: str,
-            listener: Listener | None = None, loudness: Loudness | None = None) -> list[PackagedRendition]:
+            listener: Listener | None = None, loudness: Loudness | None = None,
+            key: ContentKey | None = None) -> list[PackagedRendition]:
     """Package every encoded rendition in ``layout`` under ``out_dir``, announcing each segment.
 
     ``loudness`` (the master's, from ingest) goes into every init segment as a ``ludt`` box.
+    ``key`` (a protected asset's) encrypts every rendition with its scheme (packager.protect);
+    without one the output is clear CMAF, byte for byte what it was before protection existed.
     """
     if layout not in LAYOUTS:
         raise PackagerError(f"layout {layout!r} is not one of {', '.join(LAYOUTS)}")
     clash = sorted({e.rung.name for e in encoded} & RESERVED_RUNG_NAMES)
     if clash:
         raise PackagerError(f"rung name {clash[0]!r} is reserved: it would overwrite the layout's own files")
-    return [_package_one(e, ladder, Path(out_dir), layout, listener, loudness) for e in encoded]
+    crypt = Encryptor(key) if key is not None else None
+    return [_package_one(e, ladder, Path(out_dir), layout, listener, loudness, crypt) for e in encoded]
 
 
 def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, layout: str,
-                 listener: Listener | None, loudness: Loudness | None) -> PackagedRendition:
+                 listener: Listener | None, loudness: Loudness | None,
+                 crypt: Encryptor | None = None) -> PackagedRendition:
     track = read_track(enc.path)
     entry = describe(track.sample_entry)
     seg_ticks = Fraction(ladder.segment_samples * track.timescale, ladder.sample_rate)
@@ -69,10 +76,14 @@ def _package_one(enc: EncodedRendition, ladder: LadderConfig, out_dir: Path, lay
             f"at timescale {track.timescale}"
         )
     cuts = plan(track, int(seg_ticks))
-    init = cmaf.init_segment(sample_entry=track.sample_entry, timescale=track.timescale, priming=track.priming,
-                             duration=track.presentation_duration, language=track.language, loudness=loudness)
+    entry_out = crypt.sample_entry(track.sample_entry) if crypt else track.sample_entry
+    init = cmaf.init_segment(sample_entry=entry_out, timescale=track.timescale, priming=track.priming,
+                             duration=track.presentation_duration, language=track.language, loudness=loudness,
+                             pssh=crypt.pssh() if crypt else b"")
     write = _write_single if layout_named(layout).single_file else _write_segmented
-    events, init_uri, extra = write(enc.rung.name, track, cuts, init, out_dir, listener)
+    events, init_uri, extra = write(enc.rung.name, track, cuts, init, out_dir, listener, crypt)
+    if crypt:
+        extra["protection"] = crypt.info()
     return PackagedRendition(
         rung=enc.rung,
         codecs=entry.codecs,
@@ -133,23 +144,30 @@ def _payload(src: BinaryIO, track: Track, cut: _Cut) -> bytes:
     return data
 
 
-def _fragment(src: BinaryIO, track: Track, cut: _Cut, sequence: int) -> bytes:
-    return cmaf.fragment(sequence=sequence, base_time=cut.start, durations=track.durations[cut.first:cut.stop],
-                         sizes=track.sizes[cut.first:cut.stop], payload=_payload(src, track, cut))
+def _fragment(src: BinaryIO, track: Track, cut: _Cut, sequence: int,
+              crypt: Encryptor | None = None) -> tuple[bytes, str | None]:
+    """One segment's bytes, and its IV when it is encrypted whole (aes-128)."""
+    sizes, payload, aux = track.sizes[cut.first:cut.stop], _payload(src, track, cut), None
+    if crypt:
+        payload, aux = crypt.samples(payload, sizes)
+    data = cmaf.fragment(sequence=sequence, base_time=cut.start, durations=track.durations[cut.first:cut.stop],
+                         sizes=sizes, payload=payload, aux=aux)
+    return crypt.segment(data) if crypt else (data, None)
 
 
 def _write_segmented(name: str, track: Track, cuts: list[_Cut], init: bytes, out_dir: Path,
-                     listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
+                     listener: Listener | None, crypt: Encryptor | None) -> tuple[list[SegmentEvent], str, dict]:
     folder = out_dir / name
     folder.mkdir(parents=True, exist_ok=True)
     (folder / INIT_NAME).write_bytes(init)
     events = []
     with open(track.path, "rb") as src:
         for seq, cut in enumerate(cuts, start=1):
-            data = _fragment(src, track, cut, seq)
+            data, iv = _fragment(src, track, cut, seq, crypt)
             uri = SEGMENT_TEMPLATE % seq
             (folder / uri).write_bytes(data)
-            event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data), uri=uri)
+            event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data), uri=uri,
+                                 iv=iv)
             events.append(event)
             if listener:
                 listener(event)
@@ -157,7 +175,7 @@ def _write_segmented(name: str, track: Track, cuts: list[_Cut], init: bytes, out
 
 
 def _write_single(name: str, track: Track, cuts: list[_Cut], init: bytes, out_dir: Path,
-                  listener: Listener | None) -> tuple[list[SegmentEvent], str, dict]:
+                  listener: Listener | None, crypt: Encryptor | None) -> tuple[list[SegmentEvent], str, dict]:
     """init + sidx + fragments in one file; the sidx is written last, into space reserved for it."""
     single = LAYOUTS["single"]
     folder = out_dir / single.folder
@@ -170,10 +188,10 @@ def _write_single(name: str, track: Track, cuts: list[_Cut], init: bytes, out_di
         out.write(bytes(index_size))
         offset = len(init) + index_size
         for seq, cut in enumerate(cuts, start=1):
-            data = _fragment(src, track, cut, seq)
+            data, iv = _fragment(src, track, cut, seq, crypt)
             out.write(data)
             event = SegmentEvent(rung=name, index=seq, start=cut.start, duration=cut.duration, size=len(data),
-                                 uri=uri, offset=offset)
+                                 uri=uri, offset=offset, iv=iv)
             offset += len(data)
             events.append(event)
             if listener:

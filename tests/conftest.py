@@ -19,6 +19,7 @@ from fixtures_transcode import BINARIES
 if TYPE_CHECKING:
     from fixtures_packager import Packaged
     from fixtures_players import Origin
+    from fixtures_protection import Protected
     from fixtures_swift import Swift
 
     from tonearm.core.ffmpeg import FfmpegInfo
@@ -104,6 +105,18 @@ def player_origin(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Origin]:
     }
     with running_origin(data, root / "origin.log") as base:
         yield Origin(base=base, data=data, assets=assets)
+
+
+@pytest.fixture(scope="session")
+def protected(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Protected]:
+    """One small asset per protection scheme (none, cbcs, cenc, aes-128), published by the real pipeline
+    and served by ``tonearm serve`` with a signing key (tests/fixtures_protection.py)."""
+    from fixtures_protection import Protected, build, serving
+
+    root = tmp_path_factory.mktemp("protection")
+    data, assets = build(root)
+    with serving(data, root / "origin.log") as base:
+        yield Protected(data=data, assets=assets, base=base)
 
 
 @pytest.fixture(scope="session")

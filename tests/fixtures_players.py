@@ -114,13 +114,15 @@ def _wait_ready(base: str, proc: subprocess.Popen, log: Path, timeout: float = 2
 
 
 @contextlib.contextmanager
-def running_origin(data: Path, log: Path) -> Iterator[str]:
-    """``tonearm --data DATA serve`` on a free loopback port, as ``make run`` starts it; yields its base URL."""
+def running_origin(data: Path, log: Path, env: dict[str, str] | None = None) -> Iterator[str]:
+    """``tonearm --data DATA serve`` on a free loopback port, as ``make run`` starts it; yields its base URL.
+
+    ``env``: extra environment variables (e.g. ``TONEARM_SIGNING_KEY``)."""
     port = free_port()
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "serve", "--host", "127.0.0.1", "--port", str(port)],
-            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=out, stderr=subprocess.STDOUT, start_new_session=True, env={**os.environ, **(env or {})})
     base = f"http://127.0.0.1:{port}"
     try:
         _wait_ready(base, proc, log)

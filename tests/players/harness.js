@@ -7,7 +7,9 @@
  *   player: 'hls' | 'dash' | 'shaka' | 'videojs', url, tones: [{start, end, freq}],
  *   clockSeconds, nearEnd (seconds before the end to seek to), steps: [...names to run],
  *   revisit (false: switch_all visits each rung once), switchFamilies (switch_all targets only the
- *   first rung of each of these codecs, in order), playerConfig, unsupportedCodecs, segmentWaitMs
+ *   first rung of each of these codecs, in order), playerConfig, unsupportedCodecs, segmentWaitMs,
+ *   protectionData (dash.js only: setProtectionData, e.g. a ClearKey licence server),
+ *   shakaCommonPssh (Shaka: drm.initDataTransform adding the W3C common pssh), settleMs (after a failure)
  * }
  */
 'use strict';
@@ -289,6 +291,8 @@ class Run {
       this.report.failure = String(e && e.message || e);
       // A player may report the cause just after the symptom (e.g. a stall before the error event).
       for (let i = 0; i < 40 && !this.report.errors.length; i++) await sleep(50);
+      // spec.settleMs: keep listening that long, so a player's own error that follows the media element's is seen.
+      if (s.settleMs) await sleep(s.settleMs);
     } finally {
       this.report.final = {
         currentTime: this.audio.currentTime, duration: this.audio.duration, ended: this.audio.ended,
@@ -374,6 +378,8 @@ class DashAdapter {
       streaming: { abr: { autoSwitchBitrate: { audio: false } } },
       ...(run.spec.playerConfig || {}),
     });
+    // EME: spec.protectionData is dash.js's {keySystem: {serverURL, ...}} (MediaPlayer.setProtectionData).
+    if (run.spec.protectionData) this.p.setProtectionData(run.spec.protectionData);
     this.rendered = []; this.tracksRendered = [];
     const err = (name) => (e) => run.fail({
       player: 'dash.js', event: name, code: e.error && e.error.code, message: (e.error && e.error.message) || e.message || '',
@@ -450,6 +456,7 @@ class ShakaAdapter {
     // Forced switches must stick: ABR off (shaka.extern.AbrConfiguration.enabled); the quality
     // observer reports what reaches the playhead ('mediaqualitychanged'), off by default.
     this.p.configure({ abr: { enabled: false }, streaming: { observeQualityChanges: true }, ...(run.spec.playerConfig || {}) });
+    if (run.spec.shakaCommonPssh) this.p.configure('drm.initDataTransform', ShakaAdapter.commonPssh);
     this.variants = []; this.qualities = [];
     this.p.addEventListener('error', (e) => {
       const d = e.detail || {};
@@ -460,6 +467,22 @@ class ShakaAdapter {
       const q = e.mediaQuality || {};
       this.qualities.push({ bandwidth: q.bandwidth, codecs: q.codecs, position: e.position });
     });
+  }
+
+  /** drm.initDataTransform for ClearKey from HLS: Shaka maps the Widevine EXT-X-KEY (keySystemsMapping)
+   *  to org.w3.clearkey but keeps its Widevine pssh as 'cenc' init data, which the ClearKey CDM refuses
+   *  ("No supported PSSH box found"); this adds the W3C common pssh (version 1) for the key ids Shaka
+   *  read from KEYID, as the init segment carries it. Other init data passes through. */
+  static commonPssh(initData, initDataType, drmInfo) {
+    if (initDataType !== 'cenc' || !drmInfo || drmInfo.keySystem !== 'org.w3.clearkey' || !drmInfo.keyIds || !drmInfo.keyIds.size) return initData;
+    const common = [0x10, 0x77, 0xef, 0xec, 0xc0, 0xb2, 0x4d, 0x02, 0xac, 0xe3, 0x3c, 0x1e, 0x52, 0xe2, 0xfb, 0x4b];
+    const kids = [...drmInfo.keyIds].map((h) => h.match(/../g).map((b) => parseInt(b, 16)));
+    const size = 32 + 16 * kids.length + 4;
+    const be = (n) => [(n >>> 24) & 255, (n >>> 16) & 255, (n >>> 8) & 255, n & 255];
+    const box = [...be(size), 0x70, 0x73, 0x73, 0x68, 1, 0, 0, 0, ...common, ...be(kids.length), ...kids.flat(), 0, 0, 0, 0];
+    const out = new Uint8Array(initData.length + box.length);
+    out.set(initData, 0); out.set(box, initData.length);
+    return out;
   }
 
   version() { return `Shaka ${shaka.Player.version}`; }

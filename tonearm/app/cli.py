@@ -1,4 +1,4 @@
-"""The ``tonearm`` command: doctor, ingest, serve, sign, demo, assets, catalog rebuild.
+"""The ``tonearm`` command: doctor, ingest, serve, sign, demo, assets, catalog rebuild, protection cpix.
 
 Errors a person can fix are printed as one line without a traceback; exit
 codes: 0 all good, 1 some inputs were rejected or failed, 2 usage or
@@ -12,6 +12,7 @@ import errno
 import itertools
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +30,7 @@ from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
 from tonearm.core.catalog_rebuild import rebuild
 from tonearm.core.codecs import needed_encoders
-from tonearm.core.config import Config, ConfigError, load
+from tonearm.core.config import PROTECTION_SCHEMES, Config, ConfigError, load
 from tonearm.core.ffmpeg import FfmpegError, locate
 
 
@@ -68,7 +69,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = _config(args, **({"protection": {"scheme": args.protection}} if args.protection else {}))
     ctx = Context.from_config(cfg)
     items = discover([Path(p) for p in args.paths])
     jobs = default_jobs() if args.jobs is None else args.jobs
@@ -139,6 +140,33 @@ def cmd_catalog_rebuild(args: argparse.Namespace) -> int:
     return 1 if report.skipped else 0
 
 
+def cmd_protection_cpix(args: argparse.Namespace) -> int:
+    """The asset's key as a DASH-IF CPIX document (for a DRM provider), on stdout or in a 0600 file."""
+    from tonearm.app.cpix import cpix_document
+    from tonearm.core.keys import KeyStoreError, open_keystore
+    from tonearm.core.storage import is_asset_id
+
+    cfg = _config(args)
+    if not is_asset_id(args.asset):
+        raise ConfigError(f"{args.asset!r} is not an asset id (64 lowercase hex characters)")
+    try:
+        key = open_keystore(cfg.data_dir, cfg.protection.master_key_file, create=False).get(args.asset)
+    except KeyStoreError as exc:
+        print(f"tonearm: {exc}", file=sys.stderr)
+        return 2
+    if key is None:
+        print(f"tonearm: asset {args.asset} has no content key (published clear, or unknown)", file=sys.stderr)
+        return 1
+    doc = cpix_document(key)
+    if args.out:
+        fd = os.open(args.out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(doc)
+    else:
+        sys.stdout.write(doc)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="tonearm", description="Adaptive-bitrate audio pipeline and origin.")
     p.add_argument("--config", help="TOML config file (default: $TONEARM_CONFIG)")
@@ -155,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true", help="one JSON record per input on stdout")
     s.add_argument("--jobs", "-j", type=int, default=None,
                    help="masters processed at once, one worker process each (default: number of cores)")
+    s.add_argument("--protection", choices=PROTECTION_SCHEMES, default=None,
+                   help="encrypt these masters' assets (default: [protection] scheme); cbcs plays in HLS and DASH")
     s.set_defaults(func=cmd_ingest)
 
     s = sub.add_parser("serve", help="run the HLS/DASH origin")
@@ -182,6 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = s.add_subparsers(dest="catalog_command", required=True)
     catalog.add_parser("rebuild", help="recreate the catalog from the published descriptors "
                        "(an unreadable one is moved aside)").set_defaults(func=cmd_catalog_rebuild)
+
+    s = sub.add_parser("protection", help="content protection: export an asset's key")
+    prot = s.add_subparsers(dest="protection_command", required=True)
+    c = prot.add_parser("cpix", help="print a protected asset's DASH-IF CPIX document (holds the key: keep it safe)")
+    c.add_argument("asset")
+    c.add_argument("--out", help="write it to this file (mode 0600) instead of stdout")
+    c.set_defaults(func=cmd_protection_cpix)
     return p
 
 

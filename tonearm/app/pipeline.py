@@ -30,9 +30,10 @@ from packager import package
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
-from tonearm.core.config import Config
+from tonearm.core.config import PROTECTION_SCHEMES, Config, ConfigError
 from tonearm.core.errors import TonearmError
 from tonearm.core.ffmpeg import locate
+from tonearm.core.keys import open_keystore
 from tonearm.core.model import AssetState, JobError, MasterInfo
 from tonearm.core.storage import DESCRIPTOR, Storage, write_json_atomic
 from transcode import encode_ladder
@@ -85,13 +86,17 @@ class Context:
         return cls(cfg=cfg, storage=storage, catalog=Catalog(cfg.catalog_path))
 
 
-def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult:
+def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, protection: str | None = None) -> JobResult:
     """Ingest one master and publish it, or quarantine it with a reason.
+
+    ``protection`` overrides ``[protection] scheme`` for this master ("none", "cbcs", "cenc", "aes-128").
 
     The master is copied into storage as it is hashed (one read of one open file), and every later
     stage reads only that copy: what is published is always the audio of the bytes that were hashed.
     """
 
+    if protection is not None and protection not in PROTECTION_SCHEMES:
+        raise ConfigError(f"protection {protection!r}: use one of {', '.join(PROTECTION_SCHEMES)}")
     t0 = time.monotonic()
     source = printable(path)
     sink, received = ctx.storage.receive_master()
@@ -112,7 +117,7 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult
         if claim is not Claim.CLAIMED:
             return _existing(ctx, source, asset_id, t0)
         with LeaseKeeper(ctx.catalog, asset_id, owner=owner, lease_s=lease_s) as lease:
-            return _claimed(ctx, path, source, received, asset_id, lease, t0)
+            return _claimed(ctx, path, source, received, asset_id, lease, t0, protection)
     finally:
         received.unlink(missing_ok=True)
 
@@ -123,7 +128,7 @@ def reject_unread(ctx: Context, path: Path, error: JobError) -> JobResult:
 
 
 def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: str, lease: LeaseKeeper,
-             t0: float) -> JobResult:
+             t0: float, protection: str | None = None) -> JobResult:
     """Validate our copy, keep it, build and publish the asset, all under a live lease."""
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
@@ -134,7 +139,7 @@ def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: st
             return _quarantine(ctx, source, received, asset_id, rej.error, t0)
         stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
         ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
-        descriptor = _build(ctx, stored, info, ffmpeg, lease)
+        descriptor = _build(ctx, stored, info, ffmpeg, lease, protection or ctx.cfg.protection.scheme)
         ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
         return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
                          seconds=time.monotonic() - t0)
@@ -171,8 +176,13 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
                     details={"errno": exc.errno})
 
 
-def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper) -> dict[str, Any]:
-    """Encode, package and write manifests in staging, then publish in one step (if the lease still holds)."""
+def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper,
+           scheme: str = "none") -> dict[str, Any]:
+    """Encode, package and write manifests in staging, then publish in one step (if the lease still holds).
+
+    A protected asset's content key is made (or, on a retried job, reused) in the key store before
+    packaging; only its scheme and key id reach the descriptor.
+    """
 
     cfg = ctx.cfg
     if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update
@@ -184,7 +194,10 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: Lea
         encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
                                 timeout=cfg.ffmpeg.timeout)
         ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
-        layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout, loudness=info.loudness)
+        key = None
+        if scheme != "none":
+            key = open_keystore(cfg.data_dir, cfg.protection.master_key_file).key_for(info.asset_id, scheme)
+        layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout, loudness=info.loudness, key=key)
                    for layout in cfg.ladder.layouts}
         manifest_uris = write_manifests(staging, layouts, info, loudness_target=cfg.ladder.loudness_target)
         shutil.rmtree(staging / ".encode", ignore_errors=True)
@@ -197,6 +210,8 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: Lea
             "renditions": [_rendition_json(p) for p in next(iter(layouts.values()))],
             "published_at": time.time(),
         }
+        if key is not None:  # public facts only: the key stays in the key store
+            descriptor["protection"] = {"scheme": key.scheme, "kid": key.kid_hex}
         write_json_atomic(staging / DESCRIPTOR, descriptor)
         lease.check()
         ctx.storage.publish(info.asset_id, staging)

@@ -34,6 +34,7 @@ from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
 from tonearm.core.model import Rung
 
 __all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ConfigError",
+           "ProtectionConfig", "PROTECTION_SCHEMES",
            "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH", "DEFAULT_LOUDNESS_TARGET")
 
 
@@ -144,12 +145,24 @@ class OriginConfig(_Section):
     s3_attempts: Attempts = 1
 
 
+# Content protection (tonearm.core.keys, packager.protect): "none" publishes clear CMAF; "cbcs" (the one to use
+# when enabling it) is one set of files for HLS SAMPLE-AES and DASH; "cenc" (AES-CTR) is DASH only; "aes-128"
+# encrypts whole segments for old HLS clients (no DASH).
+PROTECTION_SCHEMES = ("none", "cbcs", "cenc", "aes-128")
+
+
+class ProtectionConfig(_Section):
+    scheme: Literal["none", "cbcs", "cenc", "aes-128"] = "none"
+    master_key_file: str = ""  # wraps every content key; empty: <data>/keys/master.key (created 0600 on first use)
+
+
 class Config(_Section):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     ladder: LadderConfig = msgspec.field(default_factory=LadderConfig)
     ffmpeg: FfmpegConfig = msgspec.field(default_factory=FfmpegConfig)
     origin: OriginConfig = msgspec.field(default_factory=OriginConfig)
+    protection: ProtectionConfig = msgspec.field(default_factory=ProtectionConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -161,7 +174,8 @@ class Config(_Section):
 
 
 _SECTIONS: dict[str, type[_Section]] = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig,
-                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig}
+                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig,
+                                        "protection": ProtectionConfig}
 _SHORTCUTS = {"TONEARM_FFMPEG": ("ffmpeg", "path"), "TONEARM_SIGNING_KEY": ("origin", "signing_key"),
               "TONEARM_DATA": ("storage", "root")}  # applied first: TONEARM_<SECTION>_<KEY> beats them
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -396,6 +410,8 @@ def validate(cfg: Config) -> Config:
     if cfg.origin.require_signed and not cfg.origin.signing_key:
         raise ConfigError("[origin] require_signed needs signing_key (or TONEARM_SIGNING_KEY)")
     _validate_origin(cfg.origin)
+    if cfg.protection.master_key_file and "\x00" in cfg.protection.master_key_file:
+        raise ConfigError("[protection] master_key_file: a path without NUL characters")
     return cfg
 
 

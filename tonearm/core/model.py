@@ -112,6 +112,16 @@ class SegmentEvent:
     size: int  # bytes of the segment (moof+mdat, plus styp if any)
     uri: str  # relative to the rendition's playlist
     offset: int | None = None  # byte offset in the single file, single-file layout only
+    iv: str | None = None  # hex AES-128 IV of a whole-segment-encrypted segment (scheme "aes-128" only)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Protection:
+    """What the manifests say about an encrypted rendition: public facts only, never the key."""
+
+    scheme: str  # "cbcs", "cenc" or "aes-128" (tonearm.core.config.PROTECTION_SCHEMES)
+    kid: str  # key id, 32 lowercase hex digits
+    pssh: dict[str, str] = field(default_factory=dict)  # DRM system id (uuid) -> base64 pssh box in the init
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -131,6 +141,7 @@ class PackagedRendition:
     single_file: bool = False
     index_range: tuple[int, int] | None = None  # sidx byte range, single-file only
     init_range: tuple[int, int] | None = None  # init byte range, single-file only
+    protection: Protection | None = None  # None: clear CMAF
 
     @property
     def media_duration(self) -> int:
