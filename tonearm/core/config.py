@@ -33,7 +33,7 @@ from tonearm.core.errors import TonearmError
 from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
 from tonearm.core.model import Rung
 
-__all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ConfigError",
+__all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ApiConfig", "ConfigError",
            "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH", "DEFAULT_LOUDNESS_TARGET")
 
 
@@ -132,12 +132,25 @@ class OriginConfig(_Section):
     max_connections: AtLeastOne = 4096  # per worker; past it the rest wait in the kernel's backlog
 
 
+class ApiConfig(_Section):
+    """``tonearm api``: the management API (uploads, jobs, takedown), never served by the origin."""
+
+    host: str = "127.0.0.1"
+    port: Port = 8081
+    max_body: Annotated[int, msgspec.Meta(ge=1024, le=16 << 20)] = 64 << 10  # bytes of a JSON request body
+    max_header: Annotated[int, msgspec.Meta(ge=1024, le=65536)] = 8190  # bytes of the request line and of a header
+    read_chunk: Annotated[int, msgspec.Meta(ge=4096, le=64 << 20)] = 1 << 20  # bytes an upload is read and written by
+    upload_dir: str = ""  # empty: <storage root>/uploads; received bytes wait there until queued
+    tus_expiry: Annotated[float, msgspec.Meta(ge=60, le=30 * 86400)] = 86400.0  # seconds an idle tus upload is kept
+
+
 class Config(_Section):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     ladder: LadderConfig = msgspec.field(default_factory=LadderConfig)
     ffmpeg: FfmpegConfig = msgspec.field(default_factory=FfmpegConfig)
     origin: OriginConfig = msgspec.field(default_factory=OriginConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -147,9 +160,13 @@ class Config(_Section):
     def catalog_path(self) -> Path:
         return self.storage.root / "catalog.sqlite3"
 
+    @property
+    def upload_dir(self) -> Path:
+        return Path(self.api.upload_dir) if self.api.upload_dir else self.storage.root / "uploads"
+
 
 _SECTIONS: dict[str, type[_Section]] = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig,
-                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig}
+                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig, "api": ApiConfig}
 _SHORTCUTS = {"TONEARM_FFMPEG": ("ffmpeg", "path"), "TONEARM_SIGNING_KEY": ("origin", "signing_key"),
               "TONEARM_DATA": ("storage", "root")}  # applied first: TONEARM_<SECTION>_<KEY> beats them
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
