@@ -31,9 +31,10 @@ import msgspec.inspect as mi
 from tonearm.core.codecs import ALIGNMENT_SAMPLES, CODECS
 from tonearm.core.errors import TonearmError
 from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
+from tonearm.core.config_jobs import CatalogConfig, JobsConfig, catalog_problems
 from tonearm.core.model import Rung
 
-__all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ApiConfig", "ConfigError",
+__all__ = ("Config", "CatalogConfig", "JobsConfig", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ApiConfig", "ConfigError",
            "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH", "DEFAULT_LOUDNESS_TARGET")
 
 
@@ -146,6 +147,8 @@ class ApiConfig(_Section):
 
 class Config(_Section):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     ladder: LadderConfig = msgspec.field(default_factory=LadderConfig)
     ffmpeg: FfmpegConfig = msgspec.field(default_factory=FfmpegConfig)
@@ -158,6 +161,9 @@ class Config(_Section):
 
     @property
     def catalog_path(self) -> Path:
+        """The SQLite catalog file (``[catalog] url`` sqlite:///path, else under the data dir)."""
+        if self.catalog.url.startswith("sqlite:///"):
+            return Path(self.catalog.url[len("sqlite:///"):] or "catalog.sqlite3")
         return self.storage.root / "catalog.sqlite3"
 
     @property
@@ -166,7 +172,8 @@ class Config(_Section):
 
 
 _SECTIONS: dict[str, type[_Section]] = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig,
-                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig, "api": ApiConfig}
+                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig, "api": ApiConfig,
+                                        "catalog": CatalogConfig, "jobs": JobsConfig}
 _SHORTCUTS = {"TONEARM_FFMPEG": ("ffmpeg", "path"), "TONEARM_SIGNING_KEY": ("origin", "signing_key"),
               "TONEARM_DATA": ("storage", "root")}  # applied first: TONEARM_<SECTION>_<KEY> beats them
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -401,6 +408,8 @@ def validate(cfg: Config) -> Config:
     if cfg.origin.require_signed and not cfg.origin.signing_key:
         raise ConfigError("[origin] require_signed needs signing_key (or TONEARM_SIGNING_KEY)")
     _validate_origin(cfg.origin)
+    for problem in catalog_problems(cfg.catalog, cfg.jobs):
+        raise ConfigError(problem)
     return cfg
 
 
