@@ -19,6 +19,7 @@ from fixtures_transcode import BINARIES
 if TYPE_CHECKING:
     from fixtures_packager import Packaged
     from fixtures_players import Origin
+    from fixtures_pg import PgCluster
     from fixtures_servers import ServerProcess
 
     from tonearm.core.ffmpeg import FfmpegInfo
@@ -126,3 +127,25 @@ def moto_server() -> Iterator[ServerProcess]:
             else:
                 os.environ[k] = v
 
+
+
+@pytest.fixture(scope="session")
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["PgCluster"]:
+    """A real PostgreSQL 15 on 127.0.0.1 and a free port (tests/fixtures_pg.py), once per session."""
+    from fixtures_pg import pg_available, remove_cluster, start_cluster
+
+    if (why := pg_available()) is not None:
+        pytest.skip(why)
+    cluster = start_cluster(tmp_path_factory.mktemp("pg") / "cluster")
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: "PgCluster") -> Iterator[str]:
+    """A fresh, empty database on the session's cluster for one test (dropped afterwards)."""
+    url = pg_cluster.new_database()
+    yield url
+    pg_cluster.drop_database(url)
