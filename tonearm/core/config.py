@@ -32,6 +32,7 @@ from tonearm.core.codecs import ALIGNMENT_SAMPLES, CODECS
 from tonearm.core.errors import TonearmError
 from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
 from tonearm.core.config_jobs import CatalogConfig, JobsConfig, catalog_problems
+from tonearm.core.config_intake import WatchConfig, WebhooksConfig, intake_problems
 from tonearm.core.model import Rung
 
 __all__ = ("Config", "CatalogConfig", "JobsConfig", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ApiConfig", "ConfigError",
@@ -154,6 +155,8 @@ class Config(_Section):
     ffmpeg: FfmpegConfig = msgspec.field(default_factory=FfmpegConfig)
     origin: OriginConfig = msgspec.field(default_factory=OriginConfig)
     api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -174,6 +177,7 @@ class Config(_Section):
 _SECTIONS: dict[str, type[_Section]] = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig,
                                         "ffmpeg": FfmpegConfig, "origin": OriginConfig, "api": ApiConfig,
                                         "catalog": CatalogConfig, "jobs": JobsConfig}
+_SECTIONS.update(watch=WatchConfig, webhooks=WebhooksConfig)
 _SHORTCUTS = {"TONEARM_FFMPEG": ("ffmpeg", "path"), "TONEARM_SIGNING_KEY": ("origin", "signing_key"),
               "TONEARM_DATA": ("storage", "root")}  # applied first: TONEARM_<SECTION>_<KEY> beats them
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -409,6 +413,8 @@ def validate(cfg: Config) -> Config:
         raise ConfigError("[origin] require_signed needs signing_key (or TONEARM_SIGNING_KEY)")
     _validate_origin(cfg.origin)
     for problem in catalog_problems(cfg.catalog, cfg.jobs):
+        raise ConfigError(problem)
+    for problem in intake_problems(cfg.watch, cfg.webhooks, MIN_SECRET_LENGTH):
         raise ConfigError(problem)
     return cfg
 
