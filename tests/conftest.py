@@ -136,7 +136,10 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["PgCluster"
 
     if (why := pg_available()) is not None:
         pytest.skip(why)
-    cluster = start_cluster(tmp_path_factory.mktemp("pg") / "cluster")
+    # not under pytest's basetemp: its parents are root-only (0700) and other pytest runs prune them
+    import tempfile
+
+    cluster = start_cluster(Path(tempfile.mkdtemp(prefix="tonearm-pg-")) / "cluster")
     try:
         yield cluster
     finally:

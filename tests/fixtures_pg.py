@@ -44,7 +44,10 @@ def free_port() -> int:
 
 def _as_pg(argv: list[str], *, timeout: float = 60, check: bool = True) -> subprocess.CompletedProcess[str]:
     prefix = ["runuser", "-u", PG_USER, "--"] if os.geteuid() == 0 else []
-    return subprocess.run(prefix + argv, capture_output=True, text=True, timeout=timeout, check=check)
+    proc = subprocess.run(prefix + argv, capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{Path(argv[0]).name} exited with {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc
 
 
 @dataclass
@@ -131,4 +134,5 @@ def start_cluster(root: Path) -> PgCluster:
 
 def remove_cluster(cluster: PgCluster) -> None:
     cluster.stop("immediate")
-    shutil.rmtree(cluster.root, ignore_errors=True)
+    shutil.rmtree(cluster.root.parent if cluster.root.parent.name.startswith("tonearm-pg-") else cluster.root,
+                  ignore_errors=True)

@@ -30,6 +30,7 @@ from packager import package
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.config import Config
 from tonearm.core.errors import TonearmError
 from tonearm.core.ffmpeg import locate
@@ -82,7 +83,7 @@ class Context:
     @classmethod
     def from_config(cls, cfg: Config) -> "Context":
         storage = open_storage(cfg)
-        return cls(cfg=cfg, storage=storage, catalog=Catalog(cfg.catalog_path))
+        return cls(cfg=cfg, storage=storage, catalog=open_catalog(cfg))  # type: ignore[arg-type]
 
 
 def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult:
