@@ -24,6 +24,7 @@ from origin.signing import parse_ttl, playback_urls
 from tonearm.app.batch import default_jobs, process_many
 from tonearm.app.demo import write_demo_master
 from tonearm.app.pipeline import Context, reject_unread
+from tonearm.app import watch, webhooks
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
@@ -182,6 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
     catalog = s.add_subparsers(dest="catalog_command", required=True)
     catalog.add_parser("rebuild", help="recreate the catalog from the published descriptors "
                        "(an unreadable one is moved aside)").set_defaults(func=cmd_catalog_rebuild)
+    watch.add_command(sub, _config)  # tonearm watch PATH|s3://... [--once]
+    webhooks.add_command(sub, _config)  # tonearm webhooks run|status
     return p
 
 
