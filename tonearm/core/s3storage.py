@@ -123,5 +123,33 @@ class S3Storage:
                     names.append(name)
         return sorted(names)
 
+    def unpublish(self, asset_id: str) -> bool:
+        """Takedown: delete the descriptor first (the origin stops serving the asset on its next check),
+        then every other object under the asset's prefix, a listing page (at most 1,000 keys) at a time."""
+        bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
+        existed = self.is_published(asset_id)
+        self.client.delete_object(Bucket=bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                existed = True
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        return existed
+
+    def replace(self, asset_id: str, staged: Path) -> None:
+        """A rebuilt version: uploaded over the live one in publish order (media, manifests, descriptor), then
+        the old version's objects the new one does not have are deleted.  An object store has no atomic swap,
+        so a player mid-stream may meet a segment of the new version under an old playlist's name."""
+        bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
+        before = {o["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])}
+        now = {object_key(self.scfg, asset_id, p.relative_to(staged).as_posix())
+               for p in staged.rglob("*") if p.is_file()}
+        self.publish(asset_id, staged)
+        stale = sorted(before - now)
+        for i in range(0, len(stale), 1000):
+            self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i:i + 1000]],
+                                                              "Quiet": True})
+
     def descriptor_uri(self, asset_id: str) -> str:
         return f"s3://{self.scfg.s3_bucket}/{object_key(self.scfg, asset_id, DESCRIPTOR)}"
