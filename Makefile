@@ -9,7 +9,7 @@ DATA   ?= data
 HOST   ?= 127.0.0.1
 PORT   ?= 8080
 
-.PHONY: run venv test test-fast test-deps bench clean doctor
+.PHONY: run venv test test-fast test-deps bench clean doctor service
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test-fast: test-deps
 bench: test-deps
 	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+	$(PY) -m benchmarks.latency $(LATENCY_ARGS)
+
+# The ingest service on one machine, on loopback: PostgreSQL, the API, two workers, a drop-folder
+# watcher, the webhook sender and the origin; prints the URLs, the drop folder and an API key (README,
+# "Running the service"). Ctrl-C stops everything.
+service: venv
+	$(PY) -m tonearm.app.service $(SERVICE_ARGS)
 
 clean:
 	rm -rf $(VENV) $(DATA) .pytest_cache benchmarks/work

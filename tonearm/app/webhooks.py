@@ -126,14 +126,16 @@ class Sender:
 
     def send_due(self) -> int:
         due = self.store.claim(16, lease_s=self.hooks.timeout_s * 3 + 5)
-        list(self.pool.map(self._attempt, due))
+        for d, error in zip(due, self.pool.map(self._attempt, due)):  # POSTs in threads, the records here
+            self._record(d, error)
         return len(due)
 
     def step(self) -> int:
         self.fan_out()
         return self.send_due()
 
-    def _attempt(self, d: Delivery) -> None:
+    def _attempt(self, d: Delivery) -> str | None:
+        """One POST; None on a 2xx answer, else why not."""
         body = d.body.encode()
         ts = int(time.time())
         headers = {"Content-Type": "application/json", "User-Agent": "tonearm-webhooks/1",
@@ -144,6 +146,9 @@ class Sender:
             error = None if 200 <= status < 300 else f"HTTP {status}: {text}"
         except (OSError, http.client.HTTPException) as exc:
             error = f"{type(exc).__name__}: {exc}"
+        return error
+
+    def _record(self, d: Delivery, error: str | None) -> None:
         if error is None:
             self.store.delivered(d)
             return

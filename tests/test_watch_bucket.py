@@ -1,0 +1,113 @@
+"""Bucket watching against a real S3 server: listing with a persisted cursor across restarts, objects taken
+only once their size and ETag held across two listings, temporary names ignored, the move policy.
+
+The S3 server is the ``s3`` fixture below, which today is conftest's ``moto_server``; to run this module
+against another server (Swift's s3api), change only that fixture's argument.  The server object must
+have ``base_url``, and its credentials must be in the environment while it runs (as ``moto_server`` does).
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import boto3
+import pytest
+from fixtures_intake import intake_config, make_master, sha256
+
+from tonearm.app.jobs import open_queue
+from tonearm.app.watch import run_watch, state_path
+from tonearm.app.watch_bucket import BucketSource
+from tonearm.app.watch_folder import Settler
+from tonearm.app.watch_ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def s3(moto_server):  # the one line to change for another S3 server: def s3(swift_server): return swift_server
+    return moto_server
+
+
+@pytest.fixture
+def bucket(s3) -> tuple[str, object, str]:
+    name = f"drop-{uuid.uuid4().hex[:8]}"
+    client = boto3.client("s3", endpoint_url=s3.base_url, region_name="us-east-1")
+    client.create_bucket(Bucket=name)
+    return name, client, s3.base_url
+
+
+def config(tmp_path: Path, endpoint: str, **watch):
+    return intake_config(tmp_path / "data", storage={"s3_endpoint_url": endpoint},
+                         watch={"settle_s": 0.2, "rescan_s": 0.5, **watch})
+
+
+def keys(client, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", ()))
+
+
+def test_cursor_survives_a_restart_and_objects_are_taken_once(tmp_path: Path, bucket) -> None:
+    name, client, endpoint = bucket
+    cfg = config(tmp_path, endpoint)
+    a = make_master(tmp_path / "a.wav", freq=700)
+    c = make_master(tmp_path / "c.wav", freq=710)
+    client.upload_file(str(a), name, "in/2026/a.wav")
+    client.put_object(Bucket=name, Key="in/2026/b.wav.part", Body=b"half")  # an upload tool's temporary name
+    client.put_object(Bucket=name, Key="elsewhere/x.wav", Body=a.read_bytes())  # outside the prefix
+    url = f"s3://{name}/in"
+    run_watch(cfg, [url], once=True, report=lambda ln: None)
+    q = open_queue(cfg)
+    try:
+        jobs = q.list(limit=100)
+        assert [(j.origin, j.source, j.state.value, j.asset_id) for j in jobs] == [
+            ("bucket", f"s3://{name}/in/2026/a.wav", "published", sha256(a))]
+    finally:
+        q.close()
+    ledger = Ledger(state_path(cfg))
+    assert ledger.cursor(f"s3://{name}/in/") == "2026/a.wav"  # the last key up to which all were taken
+    # restarted: the listing resumes after the cursor (the request says so), a new key is taken, no old one
+    client.upload_file(str(c), name, "in/2026/c.wav")
+    src = BucketSource.from_url(url, cfg)
+    src.advance(ledger, [])
+    assert [s.key for s in src.listing(full=False)] == ["2026/c.wav"]
+    assert [s.key for s in src.listing(full=True)] == ["2026/a.wav", "2026/c.wav"]
+    ledger.close()
+    lines: list[str] = []
+    run_watch(cfg, [url], once=True, report=lines.append)
+    assert [ln.split()[1] for ln in lines if ln.startswith("taken")] == [f"s3://{name}/in/2026/c.wav"]
+    q = open_queue(cfg)
+    try:
+        assert sorted(j.asset_id for j in q.list(limit=100)) == sorted([sha256(a), sha256(c)])
+    finally:
+        q.close()
+
+
+def test_an_object_overwritten_between_listings_waits_for_a_stable_etag(tmp_path: Path, bucket) -> None:
+    name, client, endpoint = bucket
+    cfg = config(tmp_path, endpoint)
+    src = BucketSource.from_url(f"s3://{name}/", cfg)
+    settler = Settler(0.0)
+    client.put_object(Bucket=name, Key="x.wav", Body=b"first version")
+    assert settler.observe(src.listing(full=True)) == []
+    client.put_object(Bucket=name, Key="x.wav", Body=b"second version, longer")
+    assert settler.observe(src.listing(full=True)) == []  # the ETag changed: the wait starts again
+    ready = settler.observe(src.listing(full=True))
+    assert [(s.key, s.size) for s in ready] == [("x.wav", len(b"second version, longer"))]
+
+
+def test_move_policy_in_a_bucket(tmp_path: Path, bucket) -> None:
+    name, client, endpoint = bucket
+    cfg = config(tmp_path, endpoint, after="move")
+    good = make_master(tmp_path / "g.wav", freq=720)
+    client.upload_file(str(good), name, "drop/g.wav")
+    client.put_object(Bucket=name, Key="drop/junk.wav", Body=b"not audio at all" * 64)
+    run_watch(cfg, [f"s3://{name}/drop/"], once=True, report=lambda ln: None)
+    assert keys(client, name) == ["drop/done/g.wav", "drop/rejected/junk.wav"]
+    body = client.get_object(Bucket=name, Key="drop/done/g.wav")["Body"].read()
+    assert body == good.read_bytes()
+    run_watch(cfg, [f"s3://{name}/drop/"], once=True, report=lambda ln: None)  # done/ and rejected/ not re-taken
+    q = open_queue(cfg)
+    try:
+        assert sorted(j.state.value for j in q.list(limit=100)) == ["published", "quarantined"]
+    finally:
+        q.close()

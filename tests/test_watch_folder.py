@@ -1,0 +1,127 @@
+"""Drop folders through the real queue and pipeline (SQLite, the watcher's own pool): a file written slowly is
+taken only complete, temporary names never, files dropped while the watcher was down are found at start,
+nothing is taken twice, and the after-take policies (a rejected file is never deleted)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fixtures_intake import WatchThread, intake_config, make_master, sha256, wait_until
+
+from tonearm.app.jobs import open_queue
+from tonearm.app.watch import run_watch, state_path
+from tonearm.app.watch_ledger import Ledger
+
+pytestmark = pytest.mark.slow
+
+
+def jobs_of(cfg) -> list:
+    q = open_queue(cfg)
+    try:
+        return q.list(limit=1000)
+    finally:
+        q.close()
+
+
+def slow_copy(src: Path, dest: Path, *, chunks: int, pause: float) -> None:
+    data = src.read_bytes()
+    step = len(data) // chunks + 1
+    with open(dest, "wb") as f:
+        for i in range(0, len(data), step):
+            f.write(data[i:i + step])
+            f.flush()
+            time.sleep(pause)
+
+
+def test_a_file_still_being_written_is_taken_only_once_complete(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    master = make_master(tmp_path / "m.wav", freq=440, seconds=3)
+    cfg = intake_config(tmp_path / "data", watch={"settle_s": 1.0, "rescan_s": 0.5})
+    lines: list[str] = []
+    with WatchThread(cfg, [str(drop)]) as w:
+        writer = threading.Thread(target=slow_copy, args=(master, drop / "m.wav"), kwargs={"chunks": 8, "pause": 0.6})
+        writer.start()
+        while writer.is_alive():  # 8 chunks 0.6 s apart: longer than settle_s in total, shorter in each pause
+            assert not [ln for ln in w.lines if ln.startswith("taken")], "taken while still being written"
+            time.sleep(0.1)
+        writer.join()
+        wait_until(lambda: any(ln.startswith("published") for ln in w.lines), 120, "published")
+        lines = list(w.lines)
+    jobs = jobs_of(cfg)
+    assert len(jobs) == 1 and jobs[0].origin == "watch" and jobs[0].state.value == "published"
+    assert jobs[0].asset_id == sha256(master), "the asset is the whole file's bytes"
+    assert sum(ln.startswith("taken") for ln in lines) == 1
+
+
+def test_control_with_no_settle_window_a_growing_file_is_taken_early(tmp_path: Path) -> None:
+    """Negative control for the test above: with a window shorter than the writer's pauses the rule fires
+    mid-write, so the test above can fail."""
+    from tonearm.app.watch_folder import Settler, scan_folder
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    master = make_master(tmp_path / "m.wav", freq=450, seconds=2)
+    settler = Settler(0.05)
+    taken_sizes: list[int] = []
+    writer = threading.Thread(target=slow_copy, args=(master, drop / "m.wav"), kwargs={"chunks": 6, "pause": 0.3})
+    writer.start()
+    while writer.is_alive():
+        taken_sizes += [s.size for s in settler.observe(scan_folder(drop, patterns=(), max_depth=1))]
+        time.sleep(0.1)
+    assert taken_sizes and min(taken_sizes) < master.stat().st_size
+
+
+def test_temporary_names_restart_and_never_twice(tmp_path: Path) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    cfg = intake_config(tmp_path / "data", watch={"settle_s": 0.3, "rescan_s": 0.5})
+    a = make_master(drop / "a.wav", freq=500)
+    make_master(drop / "b.wav.part", freq=510)  # still downloading
+    make_master(drop / ".c.wav", freq=520)
+    make_master(drop / "d.tmp", freq=530)
+    run_watch(cfg, [str(drop)], once=True, report=lambda ln: None)
+    assert [j.asset_id for j in jobs_of(cfg)] == [sha256(a)]
+    # dropped while the watcher is down: found by the rescan at start; a.wav (unchanged) is not taken again
+    (drop / "b.wav.part").rename(drop / "b.wav")
+    e = make_master(drop / "e.wav", freq=540)
+    lines: list[str] = []
+    run_watch(cfg, [str(drop)], once=True, report=lines.append)
+    assert sorted(ln.split()[1] for ln in lines if ln.startswith("taken")) == sorted([str(drop / "b.wav"),
+                                                                                     str(e)])
+    assert {j.asset_id for j in jobs_of(cfg)} == {sha256(a), sha256(drop / "b.wav"), sha256(e)}
+    assert len(jobs_of(cfg)) == 3
+    # the same bytes under another name: a new take, but the queue's content addressing gives no new asset work
+    (drop / "again.wav").write_bytes(a.read_bytes())
+    run_watch(cfg, [str(drop)], once=True, report=lines.append)
+    again = [j for j in jobs_of(cfg) if j.filename == "again.wav"]
+    assert len(again) == 1 and again[0].asset_id == sha256(a) and again[0].state.value == "published"
+    ledger = Ledger(state_path(cfg))
+    assert len(ledger.all(str(drop))) == 4
+    ledger.close()
+
+
+@pytest.mark.parametrize("policy", ["move", "delete"])
+def test_after_take_policies_and_a_rejected_file_is_never_deleted(tmp_path: Path, policy: str) -> None:
+    drop = tmp_path / "drop"
+    (drop / "sub").mkdir(parents=True)
+    cfg = intake_config(tmp_path / "data", watch={"settle_s": 0.3, "rescan_s": 0.5, "after": policy})
+    good = make_master(drop / "sub" / "good.wav", freq=600 if policy == "move" else 610)
+    good_id = sha256(good)
+    bad = drop / "bad.wav"
+    bad.write_bytes(b"RIFF but not really a wave file" * 50)
+    run_watch(cfg, [str(drop)], once=True, report=lambda ln: None)
+    states = {j.filename: j.state.value for j in jobs_of(cfg)}
+    assert states == {"good.wav": "published", "bad.wav": "quarantined"}
+    if policy == "move":
+        assert not good.exists() and sha256(drop / "sub" / "done" / "good.wav") == good_id
+        assert not bad.exists() and (drop / "rejected" / "bad.wav").exists()
+    else:
+        assert not good.exists() and not (drop / "sub" / "done").exists()
+        assert bad.exists(), "a rejected file is never deleted"
+    # nothing in done/ or rejected/ is taken again
+    run_watch(cfg, [str(drop)], once=True, report=lambda ln: None)
+    assert len(jobs_of(cfg)) == 2

@@ -1,0 +1,167 @@
+"""Webhooks end to end: real jobs write the outbox, a real HTTP receiver (its own HMAC check) fails the first
+attempts, the sender retries with backoff, is killed and restarted, and every event arrives signed."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from fixtures_intake import SECRET, Receiver, intake_config, make_master, wait_until
+
+from tonearm.app.jobs import open_queue
+from tonearm.app.webhooks import Sender, sign, verify
+from tonearm.app.webhooks_store import DeliveryStore
+
+pytestmark = pytest.mark.slow
+
+
+def published_and_quarantined(tmp_path: Path, cfg) -> list:
+    """Two real jobs through the configured queue: one master published, one non-audio file quarantined."""
+    good = make_master(tmp_path / "good.wav", freq=330)
+    bad = tmp_path / "notes.wav"
+    bad.write_bytes(b"this is not audio\n" * 200)
+    q = open_queue(cfg)
+    try:
+        jobs = [q.submit(str(good), filename="good.wav", origin="cli"), q.submit(str(bad), filename="notes.wav")]
+        done = q.wait([j.id for j in jobs], timeout=180)
+        assert sorted(j.state.value for j in done) == ["published", "quarantined"], done
+        events = q.events_since(0, 100)
+    finally:
+        q.close()
+    assert {e.type for e in events} == {"published", "quarantined"}
+    return events
+
+
+def write_toml(path: Path, cfg_data: Path, url: str, **hooks: object) -> Path:
+    lines = ["[storage]", f'root = "{cfg_data}"', "[ladder]", 'layouts = ["segmented"]',
+             'rungs = [{name = "aac_64k", codec = "aac", bitrate = 64000}]', "[webhooks]",
+             f'urls = ["{url}"]', f'secret = "{SECRET}"']
+    lines += [f"{k} = {json.dumps(v)}" for k, v in hooks.items()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_signed_retried_and_resumed_after_kill(tmp_path: Path) -> None:
+    rx = Receiver(fail_first=3)
+    data = tmp_path / "data"
+    cfg = intake_config(data, webhooks={"urls": [rx.url], "secret": SECRET})
+    events = published_and_quarantined(tmp_path, cfg)
+    toml = write_toml(tmp_path / "tonearm.toml", data, rx.url, backoff_s=0.3, max_backoff_s=0.6, poll_s=0.1)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
+    argv = [sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "webhooks", "run"]
+    try:
+        first = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
+        wait_until(lambda: len(rx.hits) >= 2, 30, "the first failing attempts")
+        os.killpg(first.pid, signal.SIGKILL)  # no chance to save anything it had in memory
+        first.wait(10)
+        store = DeliveryStore(cfg)
+        pending = store.rows()
+        store.close()
+        assert {r["state"] for r in pending} == {"pending"}, pending  # nothing delivered yet, nothing lost
+        assert any(r["last_error"] and r["last_error"].startswith("HTTP 500") for r in pending)
+        second = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
+        try:
+            wait_until(lambda: rx.delivered_ids() == {str(e.id) for e in events}, 30, "every event delivered")
+        finally:
+            os.killpg(second.pid, signal.SIGTERM)
+            second.wait(10)
+    finally:
+        rx.close()
+    assert all(h.signature_ok for h in rx.hits), "every attempt is signed with the secret"
+    for h in rx.hits:  # the event id is in the header and the body, the same on every retry
+        body = json.loads(h.body)
+        assert h.headers["Tonearm-Event-Id"] == body["id"] and h.headers["Tonearm-Event"] == body["type"]
+        assert body["type"] in ("published", "quarantined") and len(body["asset_id"] or "x" * 64) == 64
+    published = next(json.loads(h.body) for h in rx.hits if json.loads(h.body)["type"] == "published")
+    assert published["asset_id"] == next(e.asset_id for e in events if e.type == "published")
+    # backoff: the retries of one event are spaced by at least backoff_s
+    store = DeliveryStore(cfg)
+    rows = store.rows()
+    store.close()
+    assert {r["state"] for r in rows} == {"delivered"} and sum(r["attempts"] for r in rows) >= len(rows) + 1
+    log = (first.stderr.read() + second.stderr.read()).decode()
+    assert SECRET not in log
+
+
+def test_given_up_after_the_retry_window_and_recorded(tmp_path: Path) -> None:
+    rx = Receiver(fail_first=10**6)
+    cfg = intake_config(tmp_path / "data", webhooks={"urls": [rx.url], "secret": SECRET, "backoff_s": 0.1,
+                                                       "max_backoff_s": 0.2, "retry_for_s": 1.0})
+    events = published_and_quarantined(tmp_path, cfg)
+    q, store = open_queue(cfg), DeliveryStore(cfg)
+    sender = Sender(cfg, q, store)
+    try:
+        wait_until(lambda: (sender.step(), store.counts().get("given_up") == len(events))[1], 20, "given up")
+        hits = len(rx.hits)
+        for _ in range(5):
+            sender.step()
+            time.sleep(0.1)
+        assert len(rx.hits) == hits, "a given-up delivery is not tried again"
+        rows = store.rows()
+    finally:
+        sender.close()
+        store.close()
+        q.close()
+        rx.close()
+    assert all(r["state"] == "given_up" and r["attempts"] >= 2 and r["last_error"].startswith("HTTP 500")
+               for r in rows), rows
+    times = sorted(r["settled_at"] - r["created_at"] for r in rows)
+    assert times[0] >= 0.5  # kept trying for the retry window, not just once
+
+
+def test_signature_rejects_a_wrong_secret_a_tampered_body_and_an_old_timestamp() -> None:
+    body = b'{"id":"7","type":"published"}'
+    now = int(time.time())
+    header = sign(SECRET, body, now)
+    mac = hmac.new(SECRET.encode(), f"{now}.".encode() + body, hashlib.sha256).hexdigest()  # computed here
+    assert header == f"t={now},v1={mac}" and verify(SECRET, header, body)
+    assert not verify("x" * 40, header, body)
+    assert not verify(SECRET, header, body.replace(b"7", b"8"))
+    assert not verify(SECRET, sign(SECRET, body, now - 3600), body)
+    assert not verify(SECRET, "v1=deadbeef", body)
+
+
+def test_a_slow_or_huge_answer_is_bounded(tmp_path: Path) -> None:
+    """A receiver that answers 200 with endless bytes, or never answers, costs at most the timeout."""
+    import socket
+
+    from tonearm.app.webhooks import post
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    port = srv.getsockname()[1]
+
+    def serve() -> None:
+        for mode in ("flood", "silent"):
+            conn, _ = srv.accept()
+            conn.recv(65536)
+            if mode == "flood":
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000000\r\n\r\n")
+                try:
+                    while True:
+                        conn.sendall(b"x" * 65536)
+                except OSError:
+                    pass
+            else:
+                time.sleep(3)
+            conn.close()
+
+    threading.Thread(target=serve, daemon=True).start()
+    t0 = time.monotonic()
+    status, text = post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=1.0)
+    assert status == 200 and len(text) <= 200 and time.monotonic() - t0 < 3
+    t0 = time.monotonic()
+    with pytest.raises(OSError):
+        post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=1.0)
+    assert time.monotonic() - t0 < 2.5
+    srv.close()
