@@ -4,10 +4,14 @@ HMAC code, not tonearm's).  Import explicitly."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
+import os
+import signal
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -33,14 +37,61 @@ def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def intake_config(data: Path, *, catalog_url: str = "", **sections: dict[str, Any]) -> Config:
-    """A validated config for a data dir, a small ladder (one AAC rung: fast), no environment."""
+def _layers(data: Path, catalog_url: str, sections: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     over: dict[str, dict[str, Any]] = {"storage": {"root": str(data)}, "catalog": {"url": catalog_url},
                                        "ladder": {"rungs": [{"name": "aac_64k", "codec": "aac", "bitrate": 64000}],
                                                   "layouts": ["segmented"]}}
     for name, values in sections.items():
         over.setdefault(name, {}).update(values)
-    return load(None, env={}, overrides=over)
+    return over
+
+
+def intake_config(data: Path, *, catalog_url: str = "", **sections: dict[str, Any]) -> Config:
+    """A validated config for a data dir, a small ladder (one AAC rung: fast), no environment."""
+    return load(None, env={}, overrides=_layers(data, catalog_url, sections))
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + "}"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(v)  # strings, numbers and booleans are spelled the same in JSON and TOML
+
+
+def intake_toml(path: Path, data: Path, *, catalog_url: str = "", **sections: dict[str, Any]) -> Path:
+    """The same configuration as :func:`intake_config`, as a TOML file for child processes (workers, senders)."""
+    text = "".join(f"[{name}]\n" + "".join(f"{k} = {_toml_value(v)}\n" for k, v in values.items())
+                   for name, values in _layers(data, catalog_url, sections).items())
+    path.write_text(text)
+    load(path, env={})  # the file says what intake_config says, or this fails here
+    return path
+
+
+class Workers:
+    """``n`` real ``tonearm worker`` processes on a PostgreSQL catalog, SIGTERMed (then killed) on exit."""
+
+    def __init__(self, toml: Path, n: int = 2) -> None:
+        self.argv = [sys.executable, "-c", "import sys; from tonearm.core.config import load; "
+                     "from tonearm.app.worker import run_worker; sys.exit(run_worker(load(sys.argv[1])))", str(toml)]
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
+        self.n = n
+        self.procs: list[subprocess.Popen] = []
+
+    def __enter__(self) -> "Workers":
+        self.procs = [subprocess.Popen(self.argv, env=self.env, start_new_session=True) for _ in range(self.n)]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for p in self.procs:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in self.procs:
+            try:
+                p.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait(5)
 
 
 def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
@@ -97,6 +148,7 @@ class Receiver:
 
     fail_first: int = 0
     secret: str = SECRET
+    delay: float = 0.0  # seconds before answering (lets concurrent senders overlap)
     hits: list[Hit] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -106,6 +158,7 @@ class Receiver:
             def do_POST(self) -> None:  # noqa: N802 - http.server's name
                 n = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(n)
+                time.sleep(rx.delay)
                 status = 500 if len(rx.hits) < rx.fail_first else 200
                 rx.hits.append(Hit(body, dict(self.headers), status, rx.check(self.headers.get("Tonearm-Signature", ""),
                                                                                body)))

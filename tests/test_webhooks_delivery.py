@@ -165,3 +165,36 @@ def test_a_slow_or_huge_answer_is_bounded(tmp_path: Path) -> None:
         post(f"http://127.0.0.1:{port}/", b"{}", {}, timeout=1.0)
     assert time.monotonic() - t0 < 2.5
     srv.close()
+
+
+def test_two_senders_on_postgresql_deliver_each_event_once(tmp_path: Path, pg_url: str) -> None:
+    """Two `tonearm webhooks run` processes on one PostgreSQL catalog: every claim is FOR UPDATE SKIP LOCKED,
+    so with a receiver that always answers 200 each event arrives exactly once, from one or the other."""
+    rx = Receiver(delay=0.05)
+    data = tmp_path / "data"
+    cfg = intake_config(data, catalog_url=pg_url, webhooks={"urls": [rx.url], "secret": SECRET})
+    q = open_queue(cfg)
+    try:
+        for i in range(40):  # real outbox rows, written by the queue's own takedown transaction
+            q.take_down(hashlib.sha256(f"asset {i}".encode()).hexdigest())
+        events = q.events_since(0, 100)
+    finally:
+        q.close()
+    assert len(events) == 40 and {e.type for e in events} == {"taken_down"}
+    toml = write_toml(tmp_path / "tonearm.toml", data, rx.url, poll_s=0.05)
+    with open(toml, "a") as f:
+        f.write(f'[catalog]\nurl = "{pg_url}"\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
+    argv = [sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "webhooks", "run"]
+    senders = [subprocess.Popen(argv, env=env, start_new_session=True) for _ in range(2)]
+    try:
+        wait_until(lambda: rx.delivered_ids() == {str(e.id) for e in events}, 60, "every event delivered")
+        time.sleep(0.5)  # a duplicate would land now
+    finally:
+        for p in senders:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(10)
+        rx.close()
+    ids = [json.loads(h.body)["id"] for h in rx.hits]
+    assert len(ids) == 40 and len(set(ids)) == 40, "each event once"
+    assert all(h.signature_ok for h in rx.hits)

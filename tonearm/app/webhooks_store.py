@@ -58,8 +58,15 @@ class DeliveryStore:
             cfg.catalog_path.parent.mkdir(parents=True, exist_ok=True)
             self.db = sqlite3.connect(cfg.catalog_path, isolation_level=None, timeout=30.0)
             self.db.execute("PRAGMA busy_timeout=30000")
-        for sql in _TABLES:
-            self._exec(sql)
+        for attempt in range(5):  # two processes creating the tables at once: PostgreSQL lets one win
+            try:
+                for sql in _TABLES:
+                    self._exec(sql)
+                break
+            except Exception:
+                if attempt == 4:
+                    raise
+                time.sleep(0.2)
 
     def close(self) -> None:
         self.db.close()
