@@ -25,6 +25,7 @@ from tonearm.app.batch import default_jobs, process_many
 from tonearm.app.demo import write_demo_master
 from tonearm.app.pipeline import Context, reject_unread
 from tonearm.app import watch, webhooks
+from tonearm.app.api import commands as api_commands
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
@@ -185,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "(an unreadable one is moved aside)").set_defaults(func=cmd_catalog_rebuild)
     watch.add_command(sub, _config)  # tonearm watch PATH|s3://... [--once]
     webhooks.add_command(sub, _config)  # tonearm webhooks run|status
+    api_commands.add_command(sub, _config)  # tonearm api [--host --port]; tonearm keys create|list|revoke
     return p
 
 
