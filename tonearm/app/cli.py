@@ -25,6 +25,7 @@ from tonearm.app.batch import default_jobs, process_many
 from tonearm.app.demo import write_demo_master
 from tonearm.app.pipeline import Context, reject_unread
 from tonearm.app import watch, webhooks
+from tonearm.app import jobs_cli
 from tonearm.app.api import commands as api_commands
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog
@@ -73,6 +74,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args)
     ctx = Context.from_config(cfg)
     items = discover([Path(p) for p in args.paths])
+    if cfg.catalog.is_postgres:  # a shared catalog: enqueue for the workers (rejections still recorded here)
+        return jobs_cli.ingest_queued(cfg, args, [i.path for i in items if i.error is None],
+                                      [reject_unread(ctx, i.path, i.error) for i in items if i.error])
     jobs = default_jobs() if args.jobs is None else args.jobs
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -155,6 +159,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="validate, transcode, package and publish masters (files or folders)")
     s.add_argument("paths", nargs="+", help="files or folders")
     s.add_argument("--json", action="store_true", help="one JSON record per input on stdout")
+    jobs_cli.add_ingest_flags(s)  # --wait --timeout --priority --force (a PostgreSQL catalog: queued jobs)
     s.add_argument("--jobs", "-j", type=int, default=None,
                    help="masters processed at once, one worker process each (default: number of cores)")
     s.set_defaults(func=cmd_ingest)
@@ -187,6 +192,7 @@ def build_parser() -> argparse.ArgumentParser:
     watch.add_command(sub, _config)  # tonearm watch PATH|s3://... [--once]
     webhooks.add_command(sub, _config)  # tonearm webhooks run|status
     api_commands.add_command(sub, _config)  # tonearm api [--host --port]; tonearm keys create|list|revoke
+    jobs_cli.add_command(sub, _config)  # tonearm worker; tonearm jobs [cancel ID | watch]
     return p
 
 
