@@ -48,11 +48,12 @@ def bearer(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
-def start_api(data: Path, *, env: dict[str, str] | None = None, timeout: float = 30.0) -> ServerProcess:
+def start_api(data: Path, *, env: dict[str, str] | None = None, port: int | None = None, timeout: float = 30.0
+              ) -> ServerProcess:
     """``tonearm api`` as a subprocess on a free loopback port (its own process group)."""
     tmp = tempfile.TemporaryDirectory(prefix="tonearm-api-")
     work = Path(tmp.name)
-    port = free_port()
+    port = port or free_port()
     log_path = work / "api.log"
     argv = [PYTHON, "-m", "tonearm.app.cli", "--data", str(data), "api", "--host", "127.0.0.1", "--port", str(port)]
     clean = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}

@@ -96,7 +96,12 @@ async def pump(request: web.Request, sink: Sink, *, room: int, chunk: int, on_by
     total = 0
     buf = bytearray()
     while True:
-        data = await request.content.read(chunk - len(buf))
+        try:
+            data = await request.content.read(chunk - len(buf))
+        except BaseException:
+            if buf:  # the connection broke: what did arrive is written (tus resumes from it)
+                await asyncio.to_thread(sink.write, bytes(buf))
+            raise
         if data:
             total += len(data)
             if total > room:
