@@ -28,7 +28,7 @@ SECRET = "webhook-test-secret-" + "k" * 24
 def make_master(path: Path, *, freq: float, seconds: float = 2.0) -> Path:
     """A 48 kHz stereo 16-bit WAV whose bytes depend on ``freq`` (so each master is its own asset)."""
     subprocess.run([locate().path, "-hide_banner", "-loglevel", "error", "-y", "-f", "lavfi", "-i",
-                    f"sine=frequency={freq}:sample_rate=48000:duration={seconds}", "-ac", "2", "-c:a", "pcm_s16le",
+                    f"sine=frequency={freq}:sample_rate=48000:duration={seconds}", "-ac", "2", "-c:a", "pcm_s16le", "-f", "wav",
                     str(path)], check=True, timeout=60)
     return path
 
@@ -140,6 +140,7 @@ class Hit:
     headers: dict[str, str]
     status: int
     signature_ok: bool
+    at: float = field(default_factory=time.monotonic)
 
 
 @dataclass

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import boto3
 import pytest
-from fixtures_intake import intake_config, make_master, sha256
+from fixtures_intake import Workers, intake_config, intake_toml, make_master, sha256
 
 from tonearm.app.jobs import open_queue
 from tonearm.app.watch import run_watch, state_path
@@ -37,18 +37,29 @@ def bucket(s3) -> tuple[str, object, str]:
     return name, client, s3.base_url
 
 
-def config(tmp_path: Path, endpoint: str, **watch):
-    return intake_config(tmp_path / "data", storage={"s3_endpoint_url": endpoint},
-                         watch={"settle_s": 0.2, "rescan_s": 0.5, **watch})
+def config(tmp_path: Path, endpoint: str, pg_url: str = "", **watch):
+    sections = {"storage": {"s3_endpoint_url": endpoint}, "watch": {"settle_s": 0.2, "rescan_s": 0.3, **watch}}
+    return intake_config(tmp_path / "data", catalog_url=pg_url, **sections)
+
+
+def workers(tmp_path: Path, endpoint: str, pg_url: str, **watch) -> Workers:
+    """One real worker on the test's PostgreSQL database (it reads s3:// sources from the same server)."""
+    sections = {"storage": {"s3_endpoint_url": endpoint}, "watch": {"settle_s": 0.2, "rescan_s": 0.3, **watch}}
+    return Workers(intake_toml(tmp_path / "tonearm.toml", tmp_path / "data", catalog_url=pg_url, **sections), n=1)
 
 
 def keys(client, bucket: str) -> list[str]:
     return sorted(o["Key"] for o in client.list_objects_v2(Bucket=bucket).get("Contents", ()))
 
 
-def test_cursor_survives_a_restart_and_objects_are_taken_once(tmp_path: Path, bucket) -> None:
+def test_cursor_survives_a_restart_and_objects_are_taken_once(tmp_path: Path, bucket, pg_url: str) -> None:
     name, client, endpoint = bucket
-    cfg = config(tmp_path, endpoint)
+    cfg = config(tmp_path, endpoint, pg_url)
+    with workers(tmp_path, endpoint, pg_url):
+        cursor_across_restart(tmp_path, cfg, name, client)
+
+
+def cursor_across_restart(tmp_path: Path, cfg, name: str, client) -> None:
     a = make_master(tmp_path / "a.wav", freq=700)
     c = make_master(tmp_path / "c.wav", freq=710)
     client.upload_file(str(a), name, "in/2026/a.wav")
@@ -58,7 +69,7 @@ def test_cursor_survives_a_restart_and_objects_are_taken_once(tmp_path: Path, bu
     run_watch(cfg, [url], once=True, report=lambda ln: None)
     q = open_queue(cfg)
     try:
-        jobs = q.list(limit=100)
+        jobs = q.wait([j.id for j in q.list(limit=100)], timeout=120)  # PostgreSQL, after = leave: only enqueued
         assert [(j.origin, j.source, j.state.value, j.asset_id) for j in jobs] == [
             ("bucket", f"s3://{name}/in/2026/a.wav", "published", sha256(a))]
     finally:
@@ -77,7 +88,8 @@ def test_cursor_survives_a_restart_and_objects_are_taken_once(tmp_path: Path, bu
     assert [ln.split()[1] for ln in lines if ln.startswith("taken")] == [f"s3://{name}/in/2026/c.wav"]
     q = open_queue(cfg)
     try:
-        assert sorted(j.asset_id for j in q.list(limit=100)) == sorted([sha256(a), sha256(c)])
+        done = q.wait([j.id for j in q.list(limit=100)], timeout=120)
+        assert sorted(j.asset_id for j in done) == sorted([sha256(a), sha256(c)])
     finally:
         q.close()
 
@@ -95,9 +107,14 @@ def test_an_object_overwritten_between_listings_waits_for_a_stable_etag(tmp_path
     assert [(s.key, s.size) for s in ready] == [("x.wav", len(b"second version, longer"))]
 
 
-def test_move_policy_in_a_bucket(tmp_path: Path, bucket) -> None:
+def test_move_policy_in_a_bucket(tmp_path: Path, bucket, pg_url: str) -> None:
     name, client, endpoint = bucket
-    cfg = config(tmp_path, endpoint, after="move")
+    cfg = config(tmp_path, endpoint, pg_url, after="move")
+    with workers(tmp_path, endpoint, pg_url, after="move"):
+        move_policy(tmp_path, cfg, name, client)
+
+
+def move_policy(tmp_path: Path, cfg, name: str, client) -> None:
     good = make_master(tmp_path / "g.wav", freq=720)
     client.upload_file(str(good), name, "drop/g.wav")
     client.put_object(Bucket=name, Key="drop/junk.wav", Body=b"not audio at all" * 64)

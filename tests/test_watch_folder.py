@@ -1,6 +1,7 @@
-"""Drop folders through the real queue and pipeline (SQLite, the watcher's own pool): a file written slowly is
-taken only complete, temporary names never, files dropped while the watcher was down are found at start,
-nothing is taken twice, and the after-take policies (a rejected file is never deleted)."""
+"""Drop folders through the real queue, workers and pipeline (PostgreSQL, one ``tonearm worker``): temporary
+names are never taken, files dropped while the watcher was down are found at start, nothing is taken twice,
+and the after-take policies (a rejected file is never deleted).  The slowly written file is in
+test_watch_three_sources.py; its negative control is here."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_intake import WatchThread, intake_config, make_master, sha256, wait_until
+from fixtures_intake import Workers, intake_config, intake_toml, make_master, sha256
 
 from tonearm.app.jobs import open_queue
 from tonearm.app.watch import run_watch, state_path
@@ -18,10 +19,18 @@ from tonearm.app.watch_ledger import Ledger
 pytestmark = pytest.mark.slow
 
 
+def setup(tmp_path: Path, pg_url: str, **watch):
+    """A config on the test's PostgreSQL database, and its TOML file for the worker processes."""
+    sections = {"watch": {"settle_s": 0.3, "rescan_s": 0.3, **watch}}
+    return (intake_config(tmp_path / "data", catalog_url=pg_url, **sections),
+            intake_toml(tmp_path / "tonearm.toml", tmp_path / "data", catalog_url=pg_url, **sections))
+
+
 def jobs_of(cfg) -> list:
+    """Every job, once all have ended (with PostgreSQL and ``after = leave`` a watcher only enqueues)."""
     q = open_queue(cfg)
     try:
-        return q.list(limit=1000)
+        return q.wait([j.id for j in q.list(limit=1000)], timeout=120)
     finally:
         q.close()
 
@@ -34,27 +43,6 @@ def slow_copy(src: Path, dest: Path, *, chunks: int, pause: float) -> None:
             f.write(data[i:i + step])
             f.flush()
             time.sleep(pause)
-
-
-def test_a_file_still_being_written_is_taken_only_once_complete(tmp_path: Path) -> None:
-    drop = tmp_path / "drop"
-    drop.mkdir()
-    master = make_master(tmp_path / "m.wav", freq=440, seconds=3)
-    cfg = intake_config(tmp_path / "data", watch={"settle_s": 1.0, "rescan_s": 0.5})
-    lines: list[str] = []
-    with WatchThread(cfg, [str(drop)]) as w:
-        writer = threading.Thread(target=slow_copy, args=(master, drop / "m.wav"), kwargs={"chunks": 8, "pause": 0.6})
-        writer.start()
-        while writer.is_alive():  # 8 chunks 0.6 s apart: longer than settle_s in total, shorter in each pause
-            assert not [ln for ln in w.lines if ln.startswith("taken")], "taken while still being written"
-            time.sleep(0.1)
-        writer.join()
-        wait_until(lambda: any(ln.startswith("published") for ln in w.lines), 120, "published")
-        lines = list(w.lines)
-    jobs = jobs_of(cfg)
-    assert len(jobs) == 1 and jobs[0].origin == "watch" and jobs[0].state.value == "published"
-    assert jobs[0].asset_id == sha256(master), "the asset is the whole file's bytes"
-    assert sum(ln.startswith("taken") for ln in lines) == 1
 
 
 def test_control_with_no_settle_window_a_growing_file_is_taken_early(tmp_path: Path) -> None:
@@ -75,10 +63,15 @@ def test_control_with_no_settle_window_a_growing_file_is_taken_early(tmp_path: P
     assert taken_sizes and min(taken_sizes) < master.stat().st_size
 
 
-def test_temporary_names_restart_and_never_twice(tmp_path: Path) -> None:
+def test_temporary_names_restart_and_never_twice(tmp_path: Path, pg_url: str) -> None:
     drop = tmp_path / "drop"
     drop.mkdir()
-    cfg = intake_config(tmp_path / "data", watch={"settle_s": 0.3, "rescan_s": 0.5})
+    cfg, toml = setup(tmp_path, pg_url, after="leave")
+    with Workers(toml, n=2):
+        names_restart_and_never_twice(cfg, drop)
+
+
+def names_restart_and_never_twice(cfg, drop: Path) -> None:
     a = make_master(drop / "a.wav", freq=500)
     make_master(drop / "b.wav.part", freq=510)  # still downloading
     make_master(drop / ".c.wav", freq=520)
@@ -105,10 +98,15 @@ def test_temporary_names_restart_and_never_twice(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("policy", ["move", "delete"])
-def test_after_take_policies_and_a_rejected_file_is_never_deleted(tmp_path: Path, policy: str) -> None:
+def test_after_take_policies_and_a_rejected_file_is_never_deleted(tmp_path: Path, pg_url: str, policy: str) -> None:
     drop = tmp_path / "drop"
     (drop / "sub").mkdir(parents=True)
-    cfg = intake_config(tmp_path / "data", watch={"settle_s": 0.3, "rescan_s": 0.5, "after": policy})
+    cfg, toml = setup(tmp_path, pg_url, after=policy)
+    with Workers(toml, n=1):
+        policies(cfg, drop, policy)
+
+
+def policies(cfg, drop: Path, policy: str) -> None:
     good = make_master(drop / "sub" / "good.wav", freq=600 if policy == "move" else 610)
     good_id = sha256(good)
     bad = drop / "bad.wav"

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import pytest
-from fixtures_intake import SECRET, Receiver, intake_config, make_master, wait_until
+from fixtures_intake import SECRET, Receiver, Workers, intake_config, intake_toml, make_master, wait_until
 
 from tonearm.app.jobs import open_queue
 from tonearm.app.webhooks import Sender, sign, verify
@@ -25,14 +25,16 @@ pytestmark = pytest.mark.slow
 
 
 def published_and_quarantined(tmp_path: Path, cfg) -> list:
-    """Two real jobs through the configured queue: one master published, one non-audio file quarantined."""
+    """Two real jobs through the queue and a real worker (PostgreSQL): one published, one quarantined."""
     good = make_master(tmp_path / "good.wav", freq=330)
     bad = tmp_path / "notes.wav"
     bad.write_bytes(b"this is not audio\n" * 200)
     q = open_queue(cfg)
+    toml = intake_toml(tmp_path / "worker.toml", cfg.data_dir, catalog_url=cfg.catalog.url)
     try:
-        jobs = [q.submit(str(good), filename="good.wav", origin="cli"), q.submit(str(bad), filename="notes.wav")]
-        done = q.wait([j.id for j in jobs], timeout=180)
+        with Workers(toml, n=1):
+            jobs = [q.submit(str(good), filename="good.wav", origin="cli"), q.submit(str(bad), filename="notes.wav")]
+            done = q.wait([j.id for j in jobs], timeout=180)
         assert sorted(j.state.value for j in done) == ["published", "quarantined"], done
         events = q.events_since(0, 100)
     finally:
@@ -41,26 +43,29 @@ def published_and_quarantined(tmp_path: Path, cfg) -> list:
     return events
 
 
-def write_toml(path: Path, cfg_data: Path, url: str, **hooks: object) -> Path:
-    lines = ["[storage]", f'root = "{cfg_data}"', "[ladder]", 'layouts = ["segmented"]',
-             'rungs = [{name = "aac_64k", codec = "aac", bitrate = 64000}]', "[webhooks]",
-             f'urls = ["{url}"]', f'secret = "{SECRET}"']
-    lines += [f"{k} = {json.dumps(v)}" for k, v in hooks.items()]
-    path.write_text("\n".join(lines) + "\n")
-    return path
+def write_toml(path: Path, cfg, url: str, **hooks: object) -> Path:
+    return intake_toml(path, cfg.data_dir, catalog_url=cfg.catalog.url,
+                       webhooks={"urls": [url], "secret": SECRET, **hooks})
 
 
-def test_signed_retried_and_resumed_after_kill(tmp_path: Path) -> None:
+def test_signed_retried_and_resumed_after_kill(tmp_path: Path, pg_url: str) -> None:
     rx = Receiver(fail_first=3)
-    data = tmp_path / "data"
-    cfg = intake_config(data, webhooks={"urls": [rx.url], "secret": SECRET})
+    cfg = intake_config(tmp_path / "data", catalog_url=pg_url, webhooks={"urls": [rx.url], "secret": SECRET})
     events = published_and_quarantined(tmp_path, cfg)
-    toml = write_toml(tmp_path / "tonearm.toml", data, rx.url, backoff_s=0.3, max_backoff_s=0.6, poll_s=0.1)
+    toml = write_toml(tmp_path / "tonearm.toml", cfg, rx.url, backoff_s=0.3, max_backoff_s=0.6, poll_s=0.1)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     argv = [sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "webhooks", "run"]
     try:
         first = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
-        wait_until(lambda: len(rx.hits) >= 2, 30, "the first failing attempts")
+        def failure_recorded(pending: bool = False) -> bool:
+            store = DeliveryStore(cfg)
+            try:
+                return any(r["state"] == "pending" if pending else (r["last_error"] or "").startswith("HTTP 500")
+                           for r in store.rows())
+            finally:
+                store.close()
+
+        wait_until(failure_recorded, 30, "a failed attempt recorded")
         os.killpg(first.pid, signal.SIGKILL)  # no chance to save anything it had in memory
         first.wait(10)
         store = DeliveryStore(cfg)
@@ -71,6 +76,7 @@ def test_signed_retried_and_resumed_after_kill(tmp_path: Path) -> None:
         second = subprocess.Popen(argv, env=env, start_new_session=True, stderr=subprocess.PIPE)
         try:
             wait_until(lambda: rx.delivered_ids() == {str(e.id) for e in events}, 30, "every event delivered")
+            wait_until(lambda: not failure_recorded(pending=True), 10, "every delivery recorded")
         finally:
             os.killpg(second.pid, signal.SIGTERM)
             second.wait(10)
@@ -83,7 +89,11 @@ def test_signed_retried_and_resumed_after_kill(tmp_path: Path) -> None:
         assert body["type"] in ("published", "quarantined") and len(body["asset_id"] or "x" * 64) == 64
     published = next(json.loads(h.body) for h in rx.hits if json.loads(h.body)["type"] == "published")
     assert published["asset_id"] == next(e.asset_id for e in events if e.type == "published")
-    # backoff: the retries of one event are spaced by at least backoff_s
+    # backoff: the attempts of one event are spaced by at least backoff_s (0.3 s, doubling), across the restart too
+    for ev in events:
+        times = [h.at for h in rx.hits if json.loads(h.body)["id"] == str(ev.id)]
+        assert all(b - a >= 0.28 for a, b in zip(times, times[1:])), times
+    assert len(rx.hits) >= len(events) + 3  # three 500s, then one success each at least
     store = DeliveryStore(cfg)
     rows = store.rows()
     store.close()
@@ -92,12 +102,14 @@ def test_signed_retried_and_resumed_after_kill(tmp_path: Path) -> None:
     assert SECRET not in log
 
 
-def test_given_up_after_the_retry_window_and_recorded(tmp_path: Path) -> None:
+def test_given_up_after_the_retry_window_and_recorded(tmp_path: Path, pg_url: str) -> None:
     rx = Receiver(fail_first=10**6)
-    cfg = intake_config(tmp_path / "data", webhooks={"urls": [rx.url], "secret": SECRET, "backoff_s": 0.1,
+    cfg = intake_config(tmp_path / "data", catalog_url=pg_url, webhooks={"urls": [rx.url], "secret": SECRET, "backoff_s": 0.1,
                                                        "max_backoff_s": 0.2, "retry_for_s": 1.0})
-    events = published_and_quarantined(tmp_path, cfg)
     q, store = open_queue(cfg), DeliveryStore(cfg)
+    for i in range(3):  # real outbox rows, from the queue's own takedown transaction (no encode needed here)
+        q.take_down(hashlib.sha256(f"gone {i}".encode()).hexdigest())
+    events = q.events_since(0, 100)
     sender = Sender(cfg, q, store)
     try:
         wait_until(lambda: (sender.step(), store.counts().get("given_up") == len(events))[1], 20, "given up")
@@ -181,9 +193,7 @@ def test_two_senders_on_postgresql_deliver_each_event_once(tmp_path: Path, pg_ur
     finally:
         q.close()
     assert len(events) == 40 and {e.type for e in events} == {"taken_down"}
-    toml = write_toml(tmp_path / "tonearm.toml", data, rx.url, poll_s=0.05)
-    with open(toml, "a") as f:
-        f.write(f'[catalog]\nurl = "{pg_url}"\n')
+    toml = write_toml(tmp_path / "tonearm.toml", cfg, rx.url, poll_s=0.05)
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     argv = [sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "webhooks", "run"]
     senders = [subprocess.Popen(argv, env=env, start_new_session=True) for _ in range(2)]

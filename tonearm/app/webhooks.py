@@ -49,6 +49,7 @@ log = logging.getLogger("tonearm.webhooks")
 __all__ = ("sign", "verify", "Sender", "run_webhooks", "MAX_RESPONSE_BYTES")
 
 MAX_RESPONSE_BYTES = 64 << 10
+SENDERS = 4  # POSTs in flight per sender process
 SIGNATURE_HEADER = "Tonearm-Signature"
 
 
@@ -101,7 +102,7 @@ class Sender:
 
     def __init__(self, cfg: Config, queue: JobQueue, store: DeliveryStore) -> None:
         self.cfg, self.hooks, self.queue, self.store = cfg, cfg.webhooks, queue, store
-        self.pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook")
+        self.pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="webhook")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
@@ -125,7 +126,8 @@ class Sender:
             n += len(rows)
 
     def send_due(self) -> int:
-        due = self.store.claim(16, lease_s=self.hooks.timeout_s * 3 + 5)
+        # one round of the pool: each claimed row is attempted within timeout_s, well inside its lease
+        due = self.store.claim(SENDERS, lease_s=self.hooks.timeout_s + 5)
         for d, error in zip(due, self.pool.map(self._attempt, due)):  # POSTs in threads, the records here
             self._record(d, error)
         return len(due)
