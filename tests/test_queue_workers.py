@@ -47,3 +47,31 @@ def test_two_workers_publish_each_asset_once(setup: tuple, pool: Workers, tmp_pa
     assert len(published) == 4
     ran = "".join(pool.log(i) for i in range(2))
     assert ran.count("Traceback") == 0, ran
+
+
+def test_a_transient_storage_error_is_retried_with_backoff_then_failed(tmp_path: Path, pg_url: str) -> None:
+    """A bucket that refuses connections (an endpoint on a closed loopback port): storage_error is
+    transient, so the job runs [jobs] retry_attempts times, waiting longer each time, then fails."""
+    from fixtures_pg import free_port
+
+    cfg, env = queue_setup(tmp_path, pg_url, retry_attempts=3, retry_base_s=0.5)
+    env.update(TONEARM_STORAGE_S3_ENDPOINT_URL=f"http://127.0.0.1:{free_port()}", AWS_ACCESS_KEY_ID="x",
+               AWS_SECRET_ACCESS_KEY="y", AWS_MAX_ATTEMPTS="1")
+    queue = open_queue(cfg)
+    job = queue.submit("s3://masters/incoming/a.flac", origin="bucket")
+    assert job.asset_id is None and job.filename == "a.flac"
+    for pool in workers(env, tmp_path):
+        pool.start()
+        done = queue.wait([job.id], timeout=120)[0]
+    assert done.state is JobState.FAILED and done.error_code == "storage_error", (done.state, done.error_code)
+    assert done.attempts == 3 and "cannot fetch s3://masters/incoming/a.flac" in done.error_message
+    # each retry waited out its backoff (0.5 s, then 1 s) between its deferral and its next start
+    rows = queue.db.run(lambda db: db.execute(
+        "SELECT e.type, extract(epoch from e.at) FROM procrastinate_events e JOIN tonearm_jobs j ON j.pq_id = e.job_id"
+        " WHERE j.id=%s AND e.type IN ('started', 'deferred_for_retry') ORDER BY e.id", (job.id,)).fetchall())
+    kinds = [r[0] for r in rows]
+    assert kinds == ["started", "deferred_for_retry", "started", "deferred_for_retry", "started"], kinds
+    at = [float(r[1]) for r in rows]
+    assert at[2] - at[1] >= 0.5 and at[4] - at[3] >= 1.0, at
+    assert [e.type for e in queue.events_since(0)] == ["failed"]
+    queue.close()
