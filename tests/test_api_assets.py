@@ -32,19 +32,34 @@ rungs = [{name = "aac_64k", codec = "aac", bitrate = 64000}, {name = "opus_96k",
 """
 
 
-@pytest.fixture(scope="module")
-def system(pg_cluster, tmp_path_factory):
-    """API, one worker (the small ladder) and the origin on one PostgreSQL catalog and one data dir."""
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def system(request, tmp_path_factory):
+    """API and origin on one data dir; the jobs run by a ``tonearm worker`` (PostgreSQL) or by the API's own
+    pool (SQLite).  ``restart()`` restarts whatever runs the jobs, so it reads a changed config."""
     tmp = tmp_path_factory.mktemp("assets")
-    url = pg_cluster.new_database()
+    pg = request.getfixturevalue("pg_cluster") if request.param == "postgres" else None
+    url = pg.new_database() if pg else ""
     cfg, env = queue_setup(tmp, url)
+    if not pg:
+        env.pop("TONEARM_CATALOG_URL")
     keys = make_keys(cfg)
     (tmp / "logs").mkdir()
     workers = Workers(env, tmp / "logs")
-    api = start_api(cfg.storage.root, env=env)
-    origin = None
+    servers = {"api": start_api(cfg.storage.root, env=env)}
+
+    def restart() -> None:
+        if pg:
+            workers.stop_all()
+            workers.start("--concurrency", "1")
+        else:
+            port = int(servers["api"].base_url.rsplit(":", 1)[1])
+            servers["api"].stop()
+            servers["api"] = start_api(cfg.storage.root, env=env, port=port)
+
     try:
-        workers.start("--concurrency", "1")
+        if pg:
+            workers.start("--concurrency", "1")
+        api = servers["api"]
         master = make_master(tmp / "master.flac", seconds=7.0, freq=523.0)
         resp = requests.post(f"{api.base_url}/v1/uploads?filename=master.flac", data=master.read_bytes(),
                              headers=bearer(keys["ingest"]), timeout=30)
@@ -58,15 +73,15 @@ def system(pg_cluster, tmp_path_factory):
             return state == "published"
 
         wait_for(published, 120, "the uploaded master to be published")
-        origin = start_origin(cfg.storage.root, env=env)
-        yield {"api": api, "origin": origin, "keys": keys, "asset": job["asset_id"], "master": master,
-               "cfg": cfg, "env": env, "workers": workers, "tmp": tmp}
+        servers["origin"] = start_origin(cfg.storage.root, env=env)
+        yield {"api": api, "origin": servers["origin"], "keys": keys, "asset": job["asset_id"], "master": master,
+               "cfg": cfg, "env": env, "restart": restart, "tmp": tmp}
     finally:
         workers.stop_all()
-        api.stop()
-        if origin is not None:
-            origin.stop()
-        pg_cluster.drop_database(url)
+        for server in servers.values():
+            server.stop()
+        if pg:
+            pg.drop_database(url)
 
 
 def asset_urls(base: str, asset: str) -> dict[str, bytes]:
@@ -101,9 +116,8 @@ def test_repackage_swaps_versions_while_players_keep_playing_the_old_one(system)
     old_rungs = [r["name"] for r in requests.get(f"{origin.base_url}/assets/{asset}/asset.json").json()["renditions"]]
     assert sorted(old_rungs) == ["aac_64k", "opus_96k"]
     # the operator changes the ladder: workers started from now on encode three rungs
-    system["workers"].stop_all()
     (system["tmp"] / "tonearm.toml").write_text(NEW_LADDER)
-    system["workers"].start("--concurrency", "1")
+    system["restart"]()
 
     failures: list[tuple[str, object]] = []
     bodies: dict[str, set[bytes]] = {u: set() for u in old}

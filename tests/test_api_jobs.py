@@ -1,0 +1,132 @@
+"""Jobs through the management API: a source already in the configured bucket (moto's S3 server), what a
+source may not be, listing by state and cancellation.  SQLite and PostgreSQL catalogs."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+from pathlib import Path
+
+import boto3
+import pytest
+from aiohttp.test_utils import TestServer
+from fixtures_api import api_config, bearer, make_keys
+
+from tonearm.app.api.server import make_app, runner_args
+from tonearm.app.apikeys import KeyStore
+from tonearm.app.jobs import open_queue
+from tonearm.core.backends import open_storage
+
+BUCKET = "api-jobs"
+TERMINAL_NAMES = {"published", "quarantined", "failed", "cancelled"}
+pytestmark = pytest.mark.slow  # moto's S3 server
+
+
+@pytest.fixture(scope="module")
+def bucket(moto_server):
+    s3 = boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1")
+    s3.create_bucket(Bucket=BUCKET)
+    s3.create_bucket(Bucket="someone-else")
+    return s3, moto_server.base_url
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def client(request, tmp_path: Path, bucket, aiohttp_client):
+    url = request.getfixturevalue("pg_url") if request.param == "postgres" else ""
+    cfg = api_config(tmp_path / "data", url, ingest={"max_bytes": 1 << 20},
+                     storage={"backend": "s3", "s3_bucket": BUCKET, "s3_endpoint_url": bucket[1], "s3_prefix": "media/"})
+    queue, keys, storage = open_queue(cfg), KeyStore(cfg), open_storage(cfg)
+    server = TestServer(make_app(cfg, queue=queue, keys=keys, storage=storage))
+    await server.start_server(**runner_args(cfg))
+    client = await aiohttp_client(server)
+    client.keys = make_keys(cfg)
+    client.s3 = bucket[0]
+    yield client
+    queue.close()
+    keys.close()
+
+
+async def test_a_source_in_the_bucket_is_queued(client) -> None:
+    body = os.urandom(1000)
+    key = f"drops/{hashlib.sha256(body).hexdigest()[:8]}/take one.flac"
+    client.s3.put_object(Bucket=BUCKET, Key=key, Body=body)
+    k = bearer(client.keys["ingest_read"])
+    for source in (key, f"s3://{BUCKET}/{key}"):
+        resp = await client.post("/v1/jobs", json={"source": source, "priority": -10}, headers=k)
+        assert resp.status == 202, await resp.text()
+        job = (await resp.json())["job"]
+        assert job["source"] == f"s3://{BUCKET}/{key}" and job["filename"] == "take one.flac"
+        assert job["priority"] == -10 and job["origin"] == "api"
+    got = await (await client.get(f"/v1/jobs/{job['id']}", headers=k)).json()
+    assert got["job"]["id"] == job["id"]
+
+
+@pytest.mark.parametrize("source, status, code", [
+    ("s3://someone-else/a.flac", 400, "foreign_bucket"),
+    ("https://example.com/a.flac", 400, "invalid_source"),
+    ("file:///etc/passwd", 400, "invalid_source"),
+    ("//host/a.flac", 400, "invalid_source"),
+    ("/etc/passwd", 400, "invalid_source"),
+    ("drops/../media/published/x/asset.json", 400, "invalid_source"),
+    ("drops/./a.flac", 400, "invalid_source"),
+    ("drops//a.flac", 400, "invalid_source"),
+    ("drops\\a.flac", 400, "invalid_source"),
+    ("drops/a\x00.flac", 400, "invalid_source"),
+    ("media/published/" + "c" * 64 + "/asset.json", 400, "invalid_source"),
+    ("drops/" + "x" * 1100, 400, "invalid_source"),
+    ("drops/missing.flac", 404, "source_not_found"),
+    (42, 400, "invalid_source"),
+])
+async def test_sources_outside_the_bucket_or_odd_keys_are_refused(client, source, status, code) -> None:
+    resp = await client.post("/v1/jobs", json={"source": source}, headers=bearer(client.keys["ingest"]))
+    body = await resp.json()
+    assert (resp.status, body["error"]["code"]) == (status, code), body
+
+
+async def test_an_object_over_max_bytes_or_empty_is_refused(client) -> None:
+    client.s3.put_object(Bucket=BUCKET, Key="drops/huge.wav", Body=b"x" * ((1 << 20) + 1))
+    client.s3.put_object(Bucket=BUCKET, Key="drops/empty.wav", Body=b"")
+    k = bearer(client.keys["ingest"])
+    resp = await client.post("/v1/jobs", json={"source": "drops/huge.wav"}, headers=k)
+    assert resp.status == 413 and (await resp.json())["error"]["code"] == "too_large"
+    resp = await client.post("/v1/jobs", json={"source": "drops/empty.wav"}, headers=k)
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "empty_file"
+
+
+@pytest.fixture(scope="module")
+def long_master(tmp_path_factory) -> bytes:
+    from fixtures_queue import make_master
+
+    return make_master(tmp_path_factory.mktemp("m") / "long.flac", seconds=40.0, freq=311.0).read_bytes()
+
+
+async def test_list_by_state_and_cancel(client, long_master) -> None:
+    """SQLite: the API's own pool is running the job when the DELETE comes; PostgreSQL (no worker): still queued.
+    Either way the job ends cancelled, and ?state= lists exactly the jobs in that state."""
+    k = bearer(client.keys["ingest_read"])
+    client.s3.put_object(Bucket=BUCKET, Key="drops/long.flac", Body=long_master)
+    resp = await client.post("/v1/jobs", json={"source": "drops/long.flac"}, headers=k)
+    target = (await resp.json())["job"]["id"]
+    others = []
+    for i in range(2):
+        client.s3.put_object(Bucket=BUCKET, Key=f"drops/c{i}.flac", Body=os.urandom(500))
+        others.append((await (await client.post("/v1/jobs", json={"source": f"drops/c{i}.flac"}, headers=k)).json()
+                       )["job"]["id"])
+    resp = await client.delete(f"/v1/jobs/{target}", headers=k)
+    assert resp.status == 200
+    deadline = asyncio.get_running_loop().time() + 60
+    while (state := (await (await client.get(f"/v1/jobs/{target}", headers=k)).json())["job"]["state"]) \
+            not in TERMINAL_NAMES and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert state == "cancelled"
+    for wanted in ("cancelled", "queued", "quarantined"):
+        listed = (await (await client.get(f"/v1/jobs?state={wanted}", headers=k)).json())["jobs"]
+        assert {j["state"] for j in listed} <= {wanted}
+        assert (target in {j["id"] for j in listed}) == (wanted == "cancelled")
+    every = {j["id"] for j in (await (await client.get("/v1/jobs", headers=k)).json())["jobs"]}
+    assert {target, *others} <= every
+    again = await client.delete(f"/v1/jobs/{target}", headers=k)  # cancelling an ended job changes nothing
+    assert again.status == 200 and (await again.json())["job"]["state"] == "cancelled"
+    missing = await client.delete("/v1/jobs/doesnotexist", headers=k)
+    assert missing.status == 404 and (await missing.json())["error"]["code"] == "job_not_found"
