@@ -130,3 +130,27 @@ async def test_list_by_state_and_cancel(client, long_master) -> None:
     assert again.status == 200 and (await again.json())["job"]["state"] == "cancelled"
     missing = await client.delete("/v1/jobs/doesnotexist", headers=k)
     assert missing.status == 404 and (await missing.json())["error"]["code"] == "job_not_found"
+
+
+async def test_uploads_go_to_the_bucket_with_s3_storage_and_are_swept_after_their_job(client) -> None:
+    """With S3 storage an upload is put in the bucket, so a worker on any machine can read it."""
+    from tonearm.app.api.base import STATE
+
+    body = os.urandom(2000)
+    digest = hashlib.sha256(body).hexdigest()
+    k = bearer(client.keys["ingest_read"])
+    resp = await client.post("/v1/uploads?filename=x.flac", data=body, headers=k)
+    assert resp.status == 202, await resp.text()
+    job = (await resp.json())["job"]
+    key = f"media/uploads/{digest}.flac"
+    assert job["source"] == f"s3://{BUCKET}/{key}"
+    assert client.s3.get_object(Bucket=BUCKET, Key=key)["Body"].read() == body
+    state = client.app[STATE]
+    assert not (state.cfg.upload_dir / "ready" / f"{digest}.flac").exists()  # no local copy kept
+    await client.delete(f"/v1/jobs/{job['id']}", headers=k)  # PostgreSQL: no worker here; SQLite: ends anyway
+    deadline = asyncio.get_running_loop().time() + 30
+    while (await (await client.get(f"/v1/jobs/{job['id']}", headers=k)).json())["job"]["state"] not in \
+            TERMINAL_NAMES and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert await asyncio.to_thread(state.uploads.sweep) >= 1
+    assert client.s3.list_objects_v2(Bucket=BUCKET, Prefix=key)["KeyCount"] == 0

@@ -10,6 +10,10 @@ The sweep deletes a ready file once every job that reads it has ended.
     <upload dir>/incoming/<random>.part      a POST being received
     <upload dir>/tus/<upload id>/            a tus upload: data + info.json
     <upload dir>/ready/<sha256><ext>(.jobs)  queued masters and the ids of the jobs reading them
+
+With ``[storage] backend = "s3"`` a complete master goes to the bucket (``<s3_prefix>uploads/<sha256><ext>``)
+and the job reads it from there, so workers on other machines need no shared disk; the sweep deletes the
+object once its jobs have ended.
 """
 
 from __future__ import annotations
@@ -133,16 +137,38 @@ class Receiver:
         suffix = Path(filename).suffix.lower()
         ready = self.root / "ready" / f"{digest}{suffix if _SUFFIX_RE.fullmatch(suffix) else '.bin'}"
         os.replace(received, ready)  # the same bytes under the same name: a second copy replaces the first
+        source = str(ready)
         try:
-            job = self.state.queue.submit(str(ready), filename=filename, priority=priority, origin="api",
+            if self.state.cfg.storage.backend == "s3":  # workers on other machines read it from the bucket
+                source = self._to_bucket(ready)
+            job = self.state.queue.submit(source, filename=filename, priority=priority, origin="api",
                                           force=force, asset_id=digest)
         except BaseException:
             if not self._readers(ready):
                 ready.unlink(missing_ok=True)
+                self._drop_object(ready)
             raise
         with open(f"{ready}.jobs", "a", encoding="utf-8") as f:
             f.write(job.id + "\n")
         return job
+
+    def _to_bucket(self, ready: Path) -> str:
+        """Upload a received master to ``<s3_prefix>uploads/<sha256><ext>`` (multipart, bounded memory); the
+        local copy goes, a ``.s3`` note keeps the object's URI for the sweep."""
+        scfg = self.state.cfg.storage
+        key = f"{scfg.s3_prefix.strip('/') + '/' if scfg.s3_prefix.strip('/') else ''}uploads/{ready.name}"
+        self.state.storage.client.upload_file(str(ready), scfg.s3_bucket, key)
+        uri = f"s3://{scfg.s3_bucket}/{key}"
+        Path(f"{ready}.s3").write_text(uri, encoding="utf-8")
+        ready.unlink()
+        return uri
+
+    def _drop_object(self, ready: Path) -> None:
+        note = Path(f"{ready}.s3")
+        if note.exists():
+            bucket, _, key = note.read_text(encoding="utf-8")[5:].partition("/")
+            self.state.storage.client.delete_object(Bucket=bucket, Key=key)
+            note.unlink()
 
     def _readers(self, ready: Path) -> list[str]:
         try:
@@ -172,7 +198,9 @@ class Receiver:
             ids = jobs_file.read_text(encoding="utf-8").split()
             jobs = [self.state.queue.get(i) for i in ids]
             if all(j is None or j.state in TERMINAL for j in jobs):
-                Path(str(jobs_file)[:-len(".jobs")]).unlink(missing_ok=True)
+                ready = Path(str(jobs_file)[:-len(".jobs")])
+                ready.unlink(missing_ok=True)
+                self._drop_object(ready)
                 jobs_file.unlink(missing_ok=True)
                 removed += 1
         return removed
