@@ -123,3 +123,21 @@ def policies(cfg, drop: Path, policy: str) -> None:
     # nothing in done/ or rejected/ is taken again
     run_watch(cfg, [str(drop)], once=True, report=lambda ln: None)
     assert len(jobs_of(cfg)) == 2
+
+
+def test_with_sqlite_the_watcher_runs_the_jobs_itself(tmp_path: Path) -> None:
+    """The embedded mode: no server, no worker; ``tonearm watch --once`` publishes in its own pool."""
+    import subprocess
+    import sys
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    m = make_master(drop / "local.wav", freq=640)
+    toml = intake_toml(tmp_path / "tonearm.toml", tmp_path / "data", watch={"settle_s": 0.3, "after": "move"})
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("TONEARM_")}
+    out = subprocess.run([sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "watch", "--once", str(drop)],
+                         env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"published: {drop / 'local.wav'} -> {sha256(drop / 'done' / 'local.wav')}" in out.stdout
+    assert not m.exists()
+    assert (tmp_path / "data" / "published" / sha256(drop / "done" / "local.wav") / "asset.json").exists()

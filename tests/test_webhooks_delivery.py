@@ -102,9 +102,13 @@ def test_signed_retried_and_resumed_after_kill(tmp_path: Path, pg_url: str) -> N
     assert SECRET not in log
 
 
-def test_given_up_after_the_retry_window_and_recorded(tmp_path: Path, pg_url: str) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_given_up_after_the_retry_window_and_recorded(tmp_path: Path, backend: str,
+                                                      request: pytest.FixtureRequest) -> None:
+    """On both catalog backends: the delivery tables are created beside the catalog's, the same SQL runs."""
+    url = request.getfixturevalue("pg_url") if backend == "postgresql" else ""
     rx = Receiver(fail_first=10**6)
-    cfg = intake_config(tmp_path / "data", catalog_url=pg_url, webhooks={"urls": [rx.url], "secret": SECRET, "backoff_s": 0.1,
+    cfg = intake_config(tmp_path / "data", catalog_url=url, webhooks={"urls": [rx.url], "secret": SECRET, "backoff_s": 0.1,
                                                        "max_backoff_s": 0.2, "retry_for_s": 1.0})
     q, store = open_queue(cfg), DeliveryStore(cfg)
     for i in range(3):  # real outbox rows, from the queue's own takedown transaction (no encode needed here)

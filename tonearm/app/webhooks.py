@@ -165,12 +165,22 @@ class Sender:
             self.store.failed(d, error, retry_at=retry_at)
 
 
+def events_reader(cfg: Config) -> JobQueue:
+    """The queue, to read its outbox only: with SQLite a ``LocalQueue`` that runs no jobs (the watcher's or the
+    API's process runs them); with PostgreSQL the shared queue."""
+    if cfg.catalog.is_postgres:
+        return open_queue(cfg)
+    from tonearm.app.queue_local import LocalQueue
+
+    return LocalQueue(cfg, run=False)
+
+
 def run_webhooks(cfg: Config, *, stop: threading.Event | None = None, once: bool = False,
                  queue: JobQueue | None = None) -> int:
     """Send until ``stop`` (``once``: until nothing is due now).  Returns 0."""
     stop = stop or threading.Event()
     own = queue is None
-    queue = queue or open_queue(cfg)
+    queue = queue or events_reader(cfg)
     store = DeliveryStore(cfg)
     sender = Sender(cfg, queue, store)
     try:
