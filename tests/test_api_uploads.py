@@ -205,7 +205,45 @@ def test_a_200_mb_upload_keeps_the_api_process_memory_bounded(api_proc) -> None:
     assert stored.stat().st_size == 200 << 20
 
 
+def _expect(base: str, headers: str) -> tuple[bytes, socket.socket]:
+    parts = urlsplit(base)
+    raw = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    raw.sendall(f"POST /v1/uploads?filename=e.wav HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n{headers}\r\n".encode())
+    return raw.recv(65536), raw
+
+
+def test_expect_100_continue_refuses_before_the_body_is_sent(api_proc) -> None:
+    server, keys, cfg = api_proc
+    first, raw = _expect(server.base_url, "Content-Length: 1000\r\n")  # no key
+    raw.close()
+    assert first.startswith(b"HTTP/1.1 401") and b"100 Continue" not in first
+    first, raw = _expect(server.base_url, f"Authorization: Bearer {keys['read']}\r\nContent-Length: 1000\r\n")
+    raw.close()
+    assert first.startswith(b"HTTP/1.1 403")
+    first, raw = _expect(server.base_url, f"Authorization: Bearer {keys['ingest']}\r\nContent-Length: {400 << 20}\r\n")
+    raw.close()
+    assert first.startswith(b"HTTP/1.1 413") and b'"too_large"' in first
+    body = os.urandom(5000)
+    first, raw = _expect(server.base_url, f"Authorization: Bearer {keys['ingest']}\r\nContent-Length: {len(body)}\r\n")
+    with raw:
+        assert first == b"HTTP/1.1 100 Continue\r\n\r\n"
+        raw.sendall(body)
+        answer = raw.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 202") and hashlib.sha256(body).hexdigest().encode() in answer
+
+
+def test_the_api_log_names_key_ids_never_keys(api_proc) -> None:
+    server, keys, _ = api_proc
+    requests.get(server.base_url + "/v1/jobs", headers=bearer(keys["read"]), timeout=10)
+    log = server.log()
+    assert '"route": "/v1/jobs"' in log
+    assert keys["read"].split("_")[1] in log  # the key's id
+    for text in keys.values():
+        assert text not in log and text.split("_", 2)[2] not in log
+
+
 def test_tus_resumes_with_a_real_client_across_a_broken_connection_and_a_restart(api_proc, tmp_path) -> None:
+    """Last in this module: it restarts the module's API process."""
     from tusclient import client as tus_client
     from tusclient.storage.filestorage import FileStorage
 

@@ -14,7 +14,7 @@ import logging
 import time
 from typing import Any, Awaitable, Callable
 
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 
 from tonearm.app.api.errors import ApiError, error_response, scrub, to_response
 from tonearm.app.api.metrics import ApiMetrics
@@ -22,7 +22,7 @@ from tonearm.app.apikeys import ApiKey, KeyStore
 from tonearm.core.config import Config
 from tonearm.core.errors import TonearmError
 
-__all__ = ("ApiState", "needs", "public", "STATE", "API_KEY", "MIDDLEWARES", "job_json")
+__all__ = ("ApiState", "needs", "public", "STATE", "API_KEY", "MIDDLEWARES", "job_json", "expect_guard")
 
 log = logging.getLogger("tonearm.api")
 
@@ -103,14 +103,13 @@ async def observe_middleware(request: web.Request, handler: Handler) -> web.Stre
                              "ms": round((time.monotonic() - t0) * 1000, 1), "key": key.id if key else None}))
 
 
-@web.middleware
-async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """``Authorization: Bearer <key>``: none or unknown 401 (with ``WWW-Authenticate``), a key
-    without the route's scope 403.  Routes that declare nothing are refused (fail closed)."""
+async def authorize(request: web.Request) -> None:
+    """``Authorization: Bearer <key>``: none or unknown 401 (with ``WWW-Authenticate``), a key without the
+    route's scope 403.  Routes that declare nothing are refused (fail closed)."""
     route = request.match_info.route
     target = getattr(route.handler, "scope", "undeclared")
     if route.resource is None or target is None:  # unmatched (404/405 follow) or public
-        return await handler(request)
+        return
     if target == "undeclared":
         raise ApiError(500, "internal_error", "route without a declared scope")
     state: ApiState = request.app[KEY]
@@ -127,7 +126,34 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if not key.allows(target):
         raise ApiError(403, "forbidden", f"this key lacks the {target!r} scope",
                        headers={"WWW-Authenticate": f'{CHALLENGE}, error="insufficient_scope", scope="{target}"'})
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if API_KEY not in request:  # an Expect: 100-continue guard may have checked it already
+        await authorize(request)
     return await handler(request)
+
+
+async def expect_guard(request: web.Request) -> web.StreamResponse | None:
+    """``Expect: 100-continue`` on an upload: the key and the announced size are checked before the client
+    is told to send the body, so a refused upload costs no transfer."""
+    if request.version != HttpVersion11:
+        return None  # HTTP/1.0 has no interim responses: the handler decides
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        return error_response(417, "expectation_failed", "only Expect: 100-continue is understood",
+                              {"Connection": "close"})
+    try:
+        await authorize(request)
+        limit = request.app[KEY].cfg.ingest.max_bytes
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, "too_large", f"the master is larger than the {limit}-byte limit ([ingest] max_bytes)")
+    except ApiError as exc:
+        exc.headers["Connection"] = "close"
+        return to_response(exc)
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's own expect handler: the response proper has not started
+    return None
 
 
 MIDDLEWARES = (observe_middleware, errors_middleware, auth_middleware)  # outermost first

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import ClientError, web
 
-from tonearm.app.api.base import API_KEY, STATE, ApiState, needs, public
+from tonearm.app.api.base import API_KEY, STATE, ApiState, expect_guard, needs, public
 from tonearm.app.api.errors import ApiError
 from tonearm.app.api.uploads import Sink, check_filename, parse_bool, pump, too_large
 from tonearm.app.jobs import PRIORITY_RANGE
@@ -269,5 +269,5 @@ def add_routes(app: web.Application) -> None:
     r.add_route("OPTIONS", "/v1/tus", options)
     r.add_post("/v1/tus", create)
     r.add_route("HEAD", "/v1/tus/{upload_id}", head)
-    r.add_patch("/v1/tus/{upload_id}", patch)
+    r.add_patch("/v1/tus/{upload_id}", patch, expect_handler=expect_guard)
     r.add_delete("/v1/tus/{upload_id}", terminate)

@@ -31,7 +31,7 @@ from typing import Any
 
 from aiohttp import web
 
-from tonearm.app.api.base import ApiState, STATE, job_json, needs
+from tonearm.app.api.base import STATE, ApiState, expect_guard, job_json, needs
 from tonearm.app.api.errors import ApiError, json_response
 from tonearm.app.jobs import TERMINAL, PRIORITY_RANGE
 
@@ -240,4 +240,4 @@ async def post_upload(request: web.Request) -> web.Response:
 
 
 def add_routes(app: web.Application) -> None:
-    app.router.add_post("/v1/uploads", post_upload)
+    app.router.add_post("/v1/uploads", post_upload, expect_handler=expect_guard)
