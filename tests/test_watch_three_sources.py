@@ -1,6 +1,6 @@
-"""The same bytes from a drop folder, a bucket and a direct submit at once, on a real PostgreSQL with two
-real workers: one asset, encoded once (one ``published`` event that did the work, the others
-``already_published`` or the same job).  Plus a slowly written file on PostgreSQL: taken only complete.
+"""The same bytes from a drop folder, a bucket, an API upload (``tonearm api``, a real process) and a direct
+submit at once, on a real PostgreSQL with two real workers: one asset, encoded once (one ``published`` event
+that did the work, the others ``already_published`` or the same job).  Plus a slowly written file on PostgreSQL: taken only complete.
 
 The S3 server is the ``s3`` fixture (conftest's ``moto_server`` today): change only that fixture's argument
 to run against another server.
@@ -8,9 +8,14 @@ to run against another server.
 
 from __future__ import annotations
 
+import json
+import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -18,6 +23,7 @@ import boto3
 import pytest
 from fixtures_intake import WatchThread, Workers, intake_config, intake_toml, make_master, sha256, wait_until
 
+from tonearm.app.apikeys import KeyStore
 from tonearm.app.jobs import open_queue
 
 pytestmark = pytest.mark.slow
@@ -26,6 +32,46 @@ pytestmark = pytest.mark.slow
 @pytest.fixture
 def s3(moto_server):  # the one line to change for another S3 server
     return moto_server
+
+
+class Api:
+    """``tonearm api`` as its own process on a free loopback port, with an ingest key."""
+
+    def __init__(self, toml: Path, cfg) -> None:
+        from fixtures_pg import free_port
+
+        self.port = free_port()
+        store = KeyStore(cfg)
+        self.key = store.create(["ingest", "read"], name="three sources")[1]
+        store.close()
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
+        self.proc = subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "--config", str(toml), "api", "--host",
+                                      "127.0.0.1", "--port", str(self.port)], env=env, start_new_session=True)
+        self.base = f"http://127.0.0.1:{self.port}"
+
+        def up() -> bool:
+            try:
+                with urllib.request.urlopen(self.base + "/v1/openapi.json", timeout=2):
+                    return True
+            except OSError:
+                assert self.proc.poll() is None, "tonearm api exited"
+                return False
+
+        wait_until(up, 30, "tonearm api")
+
+    def upload(self, path: Path, filename: str) -> dict:
+        req = urllib.request.Request(f"{self.base}/v1/uploads?filename={filename}", data=path.read_bytes(),
+                                     method="POST", headers={"Authorization": f"Bearer {self.key}",
+                                                             "Content-Type": "application/octet-stream"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            assert r.status == 202
+            return json.loads(r.read())["job"]
+
+    def close(self) -> None:
+        import signal
+
+        os.killpg(self.proc.pid, signal.SIGTERM)
+        self.proc.wait(20)
 
 
 def test_three_sources_at_once_become_one_asset_encoded_once(tmp_path: Path, pg_url: str, s3) -> None:
@@ -40,10 +86,12 @@ def test_three_sources_at_once_become_one_asset_encoded_once(tmp_path: Path, pg_
     cfg = intake_config(tmp_path / "data", catalog_url=pg_url, **sections)
     toml = intake_toml(tmp_path / "tonearm.toml", tmp_path / "data", catalog_url=pg_url, **sections)
     q = open_queue(cfg)
+    api = Api(toml, cfg)
     try:
         with Workers(toml, n=2), WatchThread(cfg, [str(drop), f"s3://{bucket}/in/"]) as w:
-            barrier = threading.Barrier(3)
+            barrier = threading.Barrier(4)
             direct: list = []
+            uploaded: list = []
 
             def folder() -> None:
                 barrier.wait()
@@ -57,7 +105,11 @@ def test_three_sources_at_once_become_one_asset_encoded_once(tmp_path: Path, pg_
                 barrier.wait()
                 direct.append(q.submit(str(master), filename="from-cli.wav", origin="cli"))
 
-            threads = [threading.Thread(target=f) for f in (folder, upload, cli)]
+            def api_upload() -> None:
+                barrier.wait()
+                uploaded.append(api.upload(master, "from-api.wav"))
+
+            threads = [threading.Thread(target=f) for f in (folder, upload, cli, api_upload)]
             for t in threads:
                 t.start()
             for t in threads:
@@ -69,11 +121,15 @@ def test_three_sources_at_once_become_one_asset_encoded_once(tmp_path: Path, pg_
             jobs = q.list(limit=100)
         events = [e for e in q.events_since(0, 100) if e.type == "published"]
     finally:
+        api.close()
         q.close()
     origins = sorted(j.origin for j in jobs)
-    assert set(origins) <= {"cli", "watch", "bucket"} and "bucket" in origins, origins
+    # folder, API and CLI hash before they submit: whichever came first made the job the others joined; the
+    # bucket's job learns its hash only when a worker reads the object, and then finds the asset published
+    assert set(origins) <= {"cli", "watch", "bucket", "api"} and "bucket" in origins, origins
     assert all(j.state.value == "published" and j.asset_id == want for j in jobs), jobs
-    assert direct[0].asset_id == want
+    assert direct[0].asset_id == want and uploaded[0]["asset_id"] == want
+    assert uploaded[0]["id"] in {j.id for j in jobs}  # the upload's job is one of these
     worked = [e for e in events if not e.data.get("already_published")]
     assert len(worked) == 1 and worked[0].asset_id == want, "encoded once"
     assert {e.asset_id for e in events} == {want}
