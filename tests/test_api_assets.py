@@ -104,6 +104,22 @@ def asset_urls(base: str, asset: str) -> dict[str, bytes]:
     return out
 
 
+def _queue_events(cfg) -> list:
+    """The queue's events, read in this process (SQLite: without running its pool here)."""
+    if cfg.catalog.is_postgres:
+        from tonearm.app.jobs import open_queue
+
+        queue = open_queue(cfg)
+    else:
+        from tonearm.app.queue_local import LocalQueue
+
+        queue = LocalQueue(cfg, run=False)
+    try:
+        return queue.events_since(0, limit=1000)
+    finally:
+        queue.close()
+
+
 def _get(url: str) -> bytes:
     r = requests.get(url, timeout=10)
     assert r.status_code == 200, (url, r.status_code)
@@ -173,8 +189,8 @@ def test_takedown_stops_the_origin_at_once_and_a_tombstone_refuses_the_bytes(sys
             .status_code) == 403
     t0 = time.monotonic()
     resp = requests.delete(f"{api.base_url}/v1/assets/{asset}", headers=bearer(keys["admin"]), timeout=30)
-    assert resp.status_code == 200 and resp.json()["asset"] == {"id": asset, "state": "taken_down",
-                                                                 "was_published": True}
+    assert resp.status_code == 200 and resp.json() == {
+        "asset": {"id": asset, "state": "taken_down", "was_published": True}, "cancelled_jobs": []}
     # Files the origin never cached are 404 at once; cached ones once their asset is rechecked, which the
     # origin does at most REVALIDATE_S (1 s) after it last did.  Poll every file until all are 404.
     last_200: dict[str, float] = {}
@@ -195,6 +211,8 @@ def test_takedown_stops_the_origin_at_once_and_a_tombstone_refuses_the_bytes(sys
     assert not (system["cfg"].storage.root / "published" / asset).exists()
     got = requests.get(f"{api.base_url}/v1/assets/{asset}", headers=bearer(keys["read"]), timeout=10).json()
     assert got["asset"]["state"] == "taken_down" and got["asset"]["descriptor"] is None
+    events = [e for e in _queue_events(system["cfg"]) if e.asset_id == asset]
+    assert [e.type for e in events][-1] == "taken_down"  # the webhook outbox has it
     body = system["master"].read_bytes()
     assert hashlib.sha256(body).hexdigest() == asset
     again = requests.post(f"{api.base_url}/v1/uploads?filename=again.flac", data=body,

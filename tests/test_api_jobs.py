@@ -154,3 +154,19 @@ async def test_uploads_go_to_the_bucket_with_s3_storage_and_are_swept_after_thei
         await asyncio.sleep(0.2)
     assert await asyncio.to_thread(state.uploads.sweep) >= 1
     assert client.s3.list_objects_v2(Bucket=BUCKET, Prefix=key)["KeyCount"] == 0
+
+
+async def test_takedown_cancels_the_live_jobs_of_the_asset(client, long_master) -> None:
+    k = bearer(client.keys["admin"])
+    resp = await client.post("/v1/uploads?filename=long.flac", data=long_master, headers=k)
+    job = (await resp.json())["job"]
+    assert job["asset_id"] == hashlib.sha256(long_master).hexdigest()
+    down = await (await client.delete(f"/v1/assets/{job['asset_id']}", headers=k)).json()
+    assert down["cancelled_jobs"] == [job["id"]] and down["asset"]["was_published"] is False
+    deadline = asyncio.get_running_loop().time() + 60
+    while (state := (await (await client.get(f"/v1/jobs/{job['id']}", headers=k)).json())["job"]["state"]) \
+            not in TERMINAL_NAMES and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.2)
+    assert state == "cancelled"
+    asset = await (await client.get(f"/v1/assets/{job['asset_id']}", headers=k)).json()
+    assert asset["asset"]["state"] == "taken_down"

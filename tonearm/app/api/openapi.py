@@ -132,7 +132,9 @@ def _paths() -> dict[str, Any]:
                        {"200": _json({"type": "object", "properties": {"asset": _ref("Asset")}}, "the asset"),
                         **_errors(400, 401, 403, 404)}),
             "delete": _op("Take down: the descriptor first (the origin stops serving), then the media", "admin",
-                          {"200": _json({"type": "object", "properties": {"asset": {"type": "object"}}},
+                          {"200": _json({"type": "object", "properties": {
+                              "asset": {"type": "object"},
+                              "cancelled_jobs": {"type": "array", "items": {"type": "string"}}}},
                                         "taken down (a tombstone refuses the same bytes without force)"),
                            **_errors(400, 401, 403)})},
         "/v1/assets/{asset_id}/repackage": {

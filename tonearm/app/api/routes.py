@@ -1,7 +1,8 @@
 """Jobs and assets: submit from the bucket, list, follow, cancel; look up, take down, repackage.
 
 Takedown order: the tombstone and its ``taken_down`` event first (``JobQueue.take_down``: from then on
-no submit of these bytes publishes them again without ``force``), then ``Storage.unpublish``, which
+no submit of these bytes publishes them again without ``force``), then live jobs on the asset are
+cancelled, then ``Storage.unpublish``, which
 deletes the descriptor before the media, so the origin stops serving the asset at its next check.
 A repeated DELETE is harmless: the tombstone exists, nothing is left to unpublish.
 """
@@ -17,8 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from tonearm.app.api.base import STATE, ApiState, job_json, needs, public
 from tonearm.app.api.errors import ApiError, json_response
 from tonearm.app.api.openapi import document
-from tonearm.app.api.uploads import check_filename, parse_bool, query_options
-from tonearm.app.jobs import PRIORITY_RANGE, JobNotFound, JobState
+from tonearm.app.api.uploads import check_filename, parse_bool
+from tonearm.app.jobs import PRIORITY_RANGE, TERMINAL, JobNotFound, JobState
 from tonearm.core.s3storage import published_prefix
 from tonearm.core.storage import is_asset_id
 
@@ -168,17 +169,22 @@ async def get_asset(request: web.Request) -> web.Response:
     return json_response({"asset": asset})
 
 
-def _take_down(state: ApiState, asset_id: str) -> bool:
+def _take_down(state: ApiState, asset_id: str) -> tuple[bool, list[str]]:
     state.queue.take_down(asset_id)  # tombstone + event first: no submit re-publishes it from here on
-    return state.storage.unpublish(asset_id)  # descriptor first, then the media
+    live = [j for st in JobState if st not in TERMINAL for j in state.queue.list(state=st, limit=MAX_LIST)
+            if j.asset_id == asset_id]
+    for job in live:  # a job still on these bytes (an ingest, a repackage) is stopped too
+        state.queue.cancel(job.id)
+    return state.storage.unpublish(asset_id), [j.id for j in live]  # descriptor first, then the media
 
 
 @needs("admin")
 async def delete_asset(request: web.Request) -> web.Response:
     state: ApiState = request.app[STATE]
     asset_id = _asset_id(request)
-    was_published = await state.run(_take_down, state, asset_id)
-    return json_response({"asset": {"id": asset_id, "state": "taken_down", "was_published": was_published}})
+    was_published, cancelled = await state.run(_take_down, state, asset_id)
+    return json_response({"asset": {"id": asset_id, "state": "taken_down", "was_published": was_published},
+                          "cancelled_jobs": cancelled})
 
 
 @needs("admin")
