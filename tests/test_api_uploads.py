@@ -68,6 +68,9 @@ async def test_upload_is_hashed_and_queued_once_per_content(client) -> None:
     assert got["job"]["id"] == job["id"]
     listed = await (await client.get("/v1/jobs?limit=10", headers=k)).json()
     assert job["id"] in [j["id"] for j in listed["jobs"]]
+    metrics = await (await client.get("/metrics", headers=k)).text()
+    assert 'tonearm_api_upload_bytes_total{kind="post"} 600000.0' in metrics
+    assert 'tonearm_api_uploads_total{kind="post",outcome="queued"} 2.0' in metrics
 
 
 async def test_over_max_bytes_is_413_and_nothing_is_left(client) -> None:
@@ -240,6 +243,23 @@ def test_the_api_log_names_key_ids_never_keys(api_proc) -> None:
     assert keys["read"].split("_")[1] in log  # the key's id
     for text in keys.values():
         assert text not in log and text.split("_", 2)[2] not in log
+
+
+def test_negative_control_the_rss_probe_sees_a_body_held_in_memory() -> None:
+    """The probe above does see memory a process keeps: a child holding 200 MiB shows it."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys, time; b = bytearray(200 << 20); b[::4096] = "
+                              "b'x' * len(b[::4096]); print('held', flush=True); time.sleep(30)"],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        base = rss_kib(child.pid)
+        assert child.stdout.readline().strip() == "held"
+        assert (rss_kib(child.pid) - base) / 1024 > 150
+    finally:
+        child.kill()
+        child.wait()
 
 
 def test_tus_resumes_with_a_real_client_across_a_broken_connection_and_a_restart(api_proc, tmp_path) -> None:
