@@ -44,6 +44,7 @@ bench: test-deps
 	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
 	$(PY) -m benchmarks.latency $(LATENCY_ARGS)
+	$(PY) -m benchmarks.queue $(QUEUE_ARGS)
 
 # The ingest service on one machine, on loopback: PostgreSQL, the API, two workers, a drop-folder
 # watcher, the webhook sender and the origin; prints the URLs, the drop folder and an API key (README,

@@ -35,7 +35,7 @@ from typing import Any
 from aiohttp import web
 
 from origin.signing import manifest_map, playback_paths, sign
-from tonearm.core.catalog import Catalog
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.config import Config
 from tonearm.core.model import AssetState
 from tonearm.core.storage import is_asset_id
@@ -75,7 +75,7 @@ class CatalogAPI:
 
 def _catalog(origin: "CatalogAPI") -> Any:
     if origin.catalog is None:
-        origin.catalog = Catalog(origin.cfg.catalog_path)
+        origin.catalog = open_catalog(origin.cfg)  # SQLite or the shared PostgreSQL catalog
     return origin.catalog
 
 

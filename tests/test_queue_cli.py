@@ -38,6 +38,9 @@ def test_cli_metrics_and_priorities_on_a_shared_catalog(tmp_path: Path, pg_url: 
     port = free_port()
     for pool in workers(env, tmp_path):
         pool.start("--concurrency", "1", "--metrics-port", str(port))
+        watch = subprocess.Popen([sys.executable, "-m", "tonearm.app.cli", "jobs", "watch", "--until-idle",
+                                  "--force-bars", "--interval", "0.2"], env={**os.environ, **env}, cwd=ROOT,
+                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         (tmp_path / "junk.flac").write_bytes(b"not audio at all" * 100)
         ingest = _cli(env, "ingest", "--wait", "--timeout", "100", str(make_master(tmp_path / "cli.flac", seconds=2,
                                                                                     freq=1200)), str(tmp_path / "junk.flac"))
@@ -54,6 +57,10 @@ def test_cli_metrics_and_priorities_on_a_shared_catalog(tmp_path: Path, pg_url: 
         assert "tonearm_workers_live 1.0" in text
         assert 'tonearm_job_seconds_count{outcome="published"}' in text
         assert 'tonearm_job_failures_total{code=' in text  # the quarantined junk
+        out, err = watch.communicate(timeout=60)
+        assert watch.returncode == 0
+        assert "%|" in err and ("transcoding" in err or "validating" in err)  # bars drawn while the jobs ran
+        assert sum(" published " in line for line in out.splitlines()) >= 3  # each job once, as it finished
         lines = _cli(env, "jobs").stdout.splitlines()
         assert len(lines) == 6 and sum("published" in line for line in lines) == 4
     queue.close()

@@ -176,3 +176,24 @@ def test_failover_postgres_restart_while_workers_run_loses_no_job(
     assert sorted(e.asset_id for e in events) == sorted(j.asset_id for j in done)  # once each
     late = queue.submit(str(make_master(tmp_path / "late.flac", seconds=2, freq=990)))
     assert queue.wait([late.id], timeout=90)[0].state is JobState.PUBLISHED
+
+
+def test_sigterm_hands_a_running_job_back_after_the_drain_time(setup: tuple, pool: Workers, tmp_path: Path) -> None:
+    """SIGTERM with --drain 0.5: the worker stops taking jobs, kills the run that did not finish in
+    time (no ffmpeg left) and hands the job back (not a death); the next worker publishes it."""
+    cfg, _env, queue = setup
+    marker = str(tmp_path / "data")
+    job = queue.submit(str(make_master(tmp_path / "long.flac", seconds=30)))
+    first = pool.start("--drain", "0.5")
+    wait_for(lambda: queue.get(job.id).state is JobState.TRANSCODING and ffmpeg_processes(marker), 90,
+             "the job's encoder")
+    first.send_signal(signal.SIGTERM)
+    assert first.wait(20) == 0
+    assert not ffmpeg_processes(marker)
+    back = queue.get(job.id)
+    assert back.state is JobState.QUEUED and back.error_code == "handed_back"
+    pool.start()
+    done = queue.wait([job.id], timeout=120)[0]
+    assert done.state is JobState.PUBLISHED and done.attempts == 2
+    deaths = queue.db.run(lambda db: db.execute("SELECT deaths FROM tonearm_jobs WHERE id=%s", (job.id,)).fetchone())
+    assert deaths == (0,)

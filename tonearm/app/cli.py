@@ -28,8 +28,8 @@ from tonearm.app import watch, webhooks
 from tonearm.app import jobs_cli
 from tonearm.app.api import commands as api_commands
 from tonearm.core.backends import open_storage
-from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.catalog_rebuild import rebuild
 from tonearm.core.codecs import needed_encoders
 from tonearm.core.config import Config, ConfigError, load
@@ -126,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_assets(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    for rec in Catalog(cfg.catalog_path).list(limit=args.limit, offset=args.offset):
+    for rec in open_catalog(cfg).list(limit=args.limit, offset=args.offset):
         title = (rec.info.get("tags") or {}).get("title") or rec.source_name
         print(f"{rec.id}  {rec.state.value:<12} {title}")
     return 0

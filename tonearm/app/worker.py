@@ -155,7 +155,7 @@ class Runner:
         outcome, err = result.get("outcome"), result.get("error") or {}
         asset_id = result.get("asset_id")
         if outcome in ("published", "already_published"):
-            data = {"already_published": outcome == "already_published",
+            data = {"already_published": outcome == "already_published", "seconds": result.get("seconds"),
                     "manifests": (result.get("info") or {}).get("manifests")}
             await asyncio.to_thread(q.finish, job_id, JobState.PUBLISHED, asset_id=asset_id, data=data)
             self.metrics.done("published", seconds)
