@@ -4,6 +4,7 @@ with a real tus client (tuspy), across a broken connection and a restart of the 
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import http.client
 import json
@@ -315,3 +316,24 @@ def test_tus_resumes_with_a_real_client_across_a_broken_connection_and_a_restart
         assert (cfg.upload_dir / "ready" / f"{digest}.flac").read_bytes() == master.read_bytes()
     finally:
         restarted.stop()
+
+
+async def test_a_stalled_body_is_cut_and_deeply_nested_json_is_400(client, monkeypatch) -> None:
+    from tonearm.app.api import uploads
+
+    monkeypatch.setattr(uploads, "BODY_IDLE_S", 0.5)
+    k = bearer(client.keys["ingest"])
+
+    async def trickle():
+        yield b"x" * 1000
+        await asyncio.sleep(3)
+        yield b"y" * 1000
+
+    t0 = time.monotonic()
+    resp = await client.post("/v1/uploads?filename=slow.wav", data=trickle(), headers=k)
+    assert resp.status == 408 and (await resp.json())["error"]["code"] == "body_timeout"
+    assert time.monotonic() - t0 < 2.5  # cut after the idle time, not when the client finally finished
+    assert tree_files(client.cfg.upload_dir) == []
+    deep = '{"a":' * 10000 + "1" + "}" * 10000  # an object, within max_body, nested past the decoder's depth
+    resp = await client.post("/v1/jobs", data=deep, headers={**k, "Content-Type": "application/json"})
+    assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"

@@ -23,7 +23,7 @@ def _json(schema: dict[str, Any], description: str) -> dict[str, Any]:
 
 def _errors(*statuses: int) -> dict[str, Any]:
     text = {400: "bad input", 401: "no, unknown or revoked key", 403: "the key lacks the scope",
-            404: "not found", 409: "conflict (see the code)", 412: "wrong Tus-Resumable",
+            404: "not found", 408: "the body stalled (no byte for 60 s)", 409: "conflict (see the code)", 412: "wrong Tus-Resumable",
             413: "larger than [ingest] max_bytes", 415: "wrong Content-Type", 423: "upload busy",
             502: "the object store failed"}
     return {str(s): {"$ref": "#/components/responses/Error"} if s not in text else
@@ -76,7 +76,7 @@ def _paths() -> dict[str, Any]:
         "/v1/uploads": {"post": _op(
             "Upload a master (the body is its bytes) and queue it", "ingest",
             {"202": _json(JOB_ONE, "queued (or already published: the job says so)"),
-             **_errors(400, 401, 403, 409, 413, 415)},
+             **_errors(400, 401, 403, 408, 409, 413, 415)},
             parameters=[_query("filename", {"type": "string", "maxLength": 255}, "the master's file name"),
                         _query("priority", PRIORITY, "higher runs first"),
                         _query("force", {"type": "boolean"}, "re-ingest bytes that were taken down")],
@@ -101,7 +101,7 @@ def _paths() -> dict[str, Any]:
                          **_errors(401, 403, 404, 412)}),
             "patch": _op("tus: append bytes at Upload-Offset", "ingest",
                          {"204": {"description": "new Upload-Offset; Tonearm-Job-Id when the last byte arrived"},
-                          **_errors(401, 403, 404, 409, 412, 413, 415, 423)},
+                          **_errors(401, 403, 404, 408, 409, 412, 413, 415, 423)},
                          parameters=[{"name": "Upload-Offset", "in": "header", "required": True,
                                       "schema": {"type": "integer", "minimum": 0}}],
                          requestBody={"required": True, "content": {"application/offset+octet-stream": {

@@ -75,7 +75,7 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise ApiError(415, "unsupported_media_type", "send a JSON object (Content-Type: application/json)")
     try:
         data = await request.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nesting deeper than the decoder goes
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")

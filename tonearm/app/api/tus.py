@@ -229,6 +229,8 @@ async def patch(request: web.Request) -> web.Response:
         try:
             await pump(request, sink, room=room, chunk=state.cfg.api.read_chunk, on_bytes=metric.inc)
         except ApiError as exc:
+            if exc.status == 408:  # stalled: the bytes that came are kept, the client resumes from HEAD
+                raise ApiError(408, "body_timeout", str(exc), headers={**BASE, "Connection": "close"}) from None
             if exc.status == 413:  # past Upload-Length: the bytes up to it are kept, the client is told
                 raise ApiError(413, "too_large", "the body goes past Upload-Length", headers=BASE) from None
             raise

@@ -38,6 +38,7 @@ from tonearm.app.jobs import TERMINAL, PRIORITY_RANGE
 __all__ = ("Receiver", "Sink", "add_routes", "check_filename", "query_options")
 
 MAX_FILENAME = 255
+BODY_IDLE_S = 60.0  # a body that stalls this long is cut (408): a trickling client cannot hold the receive forever
 _SUFFIX_RE = re.compile(r"\.[a-z0-9]{1,8}")
 
 
@@ -101,7 +102,12 @@ async def pump(request: web.Request, sink: Sink, *, room: int, chunk: int, on_by
     buf = bytearray()
     while True:
         try:
-            data = await request.content.read(chunk - len(buf))
+            data = await asyncio.wait_for(request.content.read(chunk - len(buf)), BODY_IDLE_S)
+        except asyncio.TimeoutError:
+            if buf:
+                await asyncio.to_thread(sink.write, bytes(buf))
+            raise ApiError(408, "body_timeout", f"no byte of the body arrived for {BODY_IDLE_S:g} s",
+                           headers={"Connection": "close"}) from None
         except BaseException:
             if buf:  # the connection broke: what did arrive is written (tus resumes from it)
                 await asyncio.to_thread(sink.write, bytes(buf))
