@@ -7,9 +7,11 @@ from __future__ import annotations
 import os
 import re
 import select
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -46,7 +48,9 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
 
     if (why := pg_available()) is not None:
         pytest.skip(why)
-    work = tmp_path / "svc"
+    # not under tmp_path: pytest sets /tmp/pytest-of-<user> back to 0700 whenever another session starts, which
+    # locks the postgres user out of a cluster below it mid-run (seen on this shared machine)
+    work = Path(tempfile.mkdtemp(prefix="tonearm-service-test-")) / "svc"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     proc = subprocess.Popen([sys.executable, "-m", "tonearm.app.service", "--dir", str(work), "--settle", "0.5"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
@@ -81,3 +85,4 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
             raise
     wait_until(lambda: not processes_mentioning(str(work)), 20, "every process stopped")
     assert proc.returncode == 0
+    shutil.rmtree(work.parent, ignore_errors=True)
