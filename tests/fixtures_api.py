@@ -85,3 +85,26 @@ def rss_kib(pid: int) -> int:
 
 def tree_files(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
+
+
+async def open_client(cfg: Config, aiohttp_client: Any) -> Any:
+    """The API app of ``cfg`` on a loopback test server with the head limits ``tonearm api`` runs with,
+    and a client for it (``.keys``: make_keys, ``.cfg``, ``.close_api()`` closes queue and key store)."""
+    from aiohttp.test_utils import TestServer
+
+    from tonearm.app.api.server import make_app, runner_args
+    from tonearm.app.jobs import open_queue
+    from tonearm.core.backends import open_storage
+
+    queue, keys, storage = open_queue(cfg), KeyStore(cfg), open_storage(cfg)
+    server = TestServer(make_app(cfg, queue=queue, keys=keys, storage=storage))
+    await server.start_server(**runner_args(cfg))
+    client = await aiohttp_client(server)
+    client.keys, client.cfg = make_keys(cfg), cfg
+
+    def close_api() -> None:
+        queue.close()
+        keys.close()
+
+    client.close_api = close_api
+    return client

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
-from pathlib import Path
 
 import pytest
 import requests

@@ -9,13 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from aiohttp.test_utils import TestServer
-from fixtures_api import api_config, bearer, make_keys
+from fixtures_api import api_config, bearer, open_client
 
-from tonearm.app.api.server import make_app, runner_args
 from tonearm.app.apikeys import KeyStore, parse_key
-from tonearm.app.jobs import open_queue
-from tonearm.core.backends import open_storage
 
 AID = "b" * 64
 UID = "0" * 32
@@ -54,14 +50,9 @@ def cfg(request, tmp_path: Path):
 
 @pytest.fixture
 async def client(cfg, aiohttp_client):
-    queue, keys, storage = open_queue(cfg), KeyStore(cfg), open_storage(cfg)
-    server = TestServer(make_app(cfg, queue=queue, keys=keys, storage=storage))
-    await server.start_server(**runner_args(cfg))  # the head limits `tonearm api` runs with
-    client = await aiohttp_client(server)
-    client.keys = make_keys(cfg)
+    client = await open_client(cfg, aiohttp_client)
     yield client
-    queue.close()
-    keys.close()
+    client.close_api()
 
 
 async def test_every_route_is_in_this_table(client) -> None:
@@ -169,7 +160,7 @@ async def test_metrics_count_requests_by_route_and_status(client) -> None:
     text = await (await client.get("/metrics", headers=bearer(client.keys["read"]))).text()
     assert 'tonearm_api_requests_total{method="GET",route="/v1/jobs",status="401"} 1.0' in text
     assert 'tonearm_api_requests_total{method="GET",route="/v1/jobs",status="200"} 1.0' in text
-    assert "tonearm_api_queue_jobs" in text
+    assert "# TYPE tonearm_jobs gauge" in text and "tonearm_workers_live" in text  # queue depth, live workers
 
 
 def test_keys_are_stored_hashed_and_compared_whole(cfg) -> None:

@@ -10,13 +10,8 @@ from pathlib import Path
 
 import boto3
 import pytest
-from aiohttp.test_utils import TestServer
-from fixtures_api import api_config, bearer, make_keys
+from fixtures_api import api_config, bearer, open_client
 
-from tonearm.app.api.server import make_app, runner_args
-from tonearm.app.apikeys import KeyStore
-from tonearm.app.jobs import open_queue
-from tonearm.core.backends import open_storage
 
 BUCKET = "api-jobs"
 TERMINAL_NAMES = {"published", "quarantined", "failed", "cancelled"}
@@ -36,15 +31,10 @@ async def client(request, tmp_path: Path, bucket, aiohttp_client):
     url = request.getfixturevalue("pg_url") if request.param == "postgres" else ""
     cfg = api_config(tmp_path / "data", url, ingest={"max_bytes": 1 << 20},
                      storage={"backend": "s3", "s3_bucket": BUCKET, "s3_endpoint_url": bucket[1], "s3_prefix": "media/"})
-    queue, keys, storage = open_queue(cfg), KeyStore(cfg), open_storage(cfg)
-    server = TestServer(make_app(cfg, queue=queue, keys=keys, storage=storage))
-    await server.start_server(**runner_args(cfg))
-    client = await aiohttp_client(server)
-    client.keys = make_keys(cfg)
+    client = await open_client(cfg, aiohttp_client)
     client.s3 = bucket[0]
     yield client
-    queue.close()
-    keys.close()
+    client.close_api()
 
 
 async def test_a_source_in_the_bucket_is_queued(client) -> None:

@@ -17,14 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
-from aiohttp.test_utils import TestServer
-from fixtures_api import api_config, bearer, make_keys, rss_kib, start_api, tree_files
+from fixtures_api import api_config, bearer, make_keys, open_client, rss_kib, start_api, tree_files
 
 from tonearm.app.api.base import STATE
-from tonearm.app.api.server import make_app, runner_args
-from tonearm.app.apikeys import KeyStore
-from tonearm.app.jobs import open_queue
-from tonearm.core.backends import open_storage
 
 LIMIT = 1 << 20  # max_bytes of the in-process app: small, so 413 is cheap to reach
 CHUNK = 64 << 10
@@ -38,15 +33,9 @@ def cfg(request, tmp_path: Path):
 
 @pytest.fixture
 async def client(cfg, aiohttp_client):
-    queue, keys, storage = open_queue(cfg), KeyStore(cfg), open_storage(cfg)
-    server = TestServer(make_app(cfg, queue=queue, keys=keys, storage=storage))
-    await server.start_server(**runner_args(cfg))
-    client = await aiohttp_client(server)
-    client.keys = make_keys(cfg)
-    client.cfg = cfg
+    client = await open_client(cfg, aiohttp_client)
     yield client
-    queue.close()
-    keys.close()
+    client.close_api()
 
 
 async def test_upload_is_hashed_and_queued_once_per_content(client) -> None:

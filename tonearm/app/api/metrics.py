@@ -1,34 +1,19 @@
 """Prometheus metrics of the API process: requests by route and status, upload bytes, the queue.
 
 A registry of its own (not the origin's multiprocess one): the API is one process.  Queue depth by
-state and live workers come from ``JobQueue.stats()`` at scrape time, in a thread.
+state (``tonearm_jobs``) and live workers (``tonearm_workers_live``) come from ``JobQueue.stats()`` at
+scrape time, in a thread, through the workers' collector.
 """
 
 from __future__ import annotations
 
-from typing import Any, Iterator
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+
+from tonearm.app.worker_metrics import _QueueCollector  # the workers' own: the same gauges on both endpoints
 
 __all__ = ("ApiMetrics",)
-
-
-class _QueueCollector:
-    def __init__(self, queue: Any) -> None:
-        self.queue = queue
-
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        try:
-            stats = self.queue.stats()
-        except Exception:  # a scrape must not fail because the catalog is briefly unreachable
-            return
-        jobs = GaugeMetricFamily("tonearm_api_queue_jobs", "Jobs in the queue by state", labels=["state"])
-        for state, n in sorted((stats.get("jobs") or {}).items()):
-            jobs.add_metric([str(state)], float(n))
-        yield jobs
-        if "workers" in stats:
-            yield GaugeMetricFamily("tonearm_api_queue_workers", "Live workers", value=float(stats["workers"]))
 
 
 class ApiMetrics:

@@ -33,7 +33,7 @@ from aiohttp import ClientError, web
 
 from tonearm.app.api.base import API_KEY, STATE, ApiState, expect_guard, needs, public
 from tonearm.app.api.errors import ApiError
-from tonearm.app.api.uploads import Sink, check_filename, parse_bool, pump, too_large
+from tonearm.app.api.uploads import Sink, check_filename, parse_bool, pump
 from tonearm.app.jobs import PRIORITY_RANGE
 from tonearm.core.storage import write_json_atomic
 
