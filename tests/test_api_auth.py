@@ -209,3 +209,15 @@ async def test_the_public_origin_never_answers_the_api(cfg, aiohttp_client) -> N
     for method, path in (("POST", "/v1/uploads"), ("DELETE", f"/v1/assets/{AID}"), ("PATCH", f"/v1/tus/{UID}")):
         resp = await origin.request(method, path, data=b"x")
         assert resp.status in (404, 405), (method, path, resp.status)
+
+
+def test_job_records_never_show_server_paths(cfg) -> None:
+    from tonearm.app.api.base import job_json
+    from tonearm.app.jobs import Job, JobState
+
+    job = Job(id="j1", state=JobState.FAILED, source=f"{cfg.storage.root}/uploads/ready/x.flac", filename="x.flac",
+              origin="api", priority=0, asset_id=None, attempts=1, error_code="storage_error",
+              error_message=f"cannot write {cfg.storage.root}/masters/ab/x.flac: No space", progress={},
+              created_at=0.0, updated_at=0.0)
+    shown = json.dumps(job_json(job))
+    assert str(cfg.storage.root) not in shown and "<path>" in shown and '"source": "api"' in shown

@@ -160,8 +160,11 @@ MIDDLEWARES = (observe_middleware, errors_middleware, auth_middleware)  # outerm
 
 
 def job_json(job: Any) -> dict[str, Any]:
-    """A job as the API shows it: a local source (a path on the server) is reduced to its origin."""
+    """A job as the API shows it: a local source (a path on the server) is reduced to its origin, paths in
+    the error message to ``<path>``."""
     data = job.to_json()
     if not str(data.get("source", "")).startswith("s3://"):
         data["source"] = data.get("origin") or "upload"
+    if data.get("error_message"):
+        data["error_message"] = scrub(data["error_message"])  # a stage's message may name server paths
     return data

@@ -195,7 +195,11 @@ async def repackage_asset(request: web.Request) -> web.Response:
     if asset is None or asset["state"] != "published":
         raise ApiError(404 if asset is None else 409, "asset_not_found" if asset is None else "asset_taken_down",
                        "only a published asset can be repackaged")
-    job = await state.run(state.queue.repackage, asset_id)
+    try:
+        job = await state.run(state.queue.repackage, asset_id)
+    except JobNotFound:  # served, but the catalog has no published row for it (another catalog published it)
+        raise ApiError(409, "asset_not_in_catalog", "the asset is published but not in this catalog: run "
+                       "'tonearm catalog rebuild'") from None
     return json_response({"job": job_json(job)}, status=202, headers={"Location": f"/v1/jobs/{job.id}"})
 
 
