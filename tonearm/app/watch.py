@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import threading
 import time
 from pathlib import Path
@@ -42,6 +43,7 @@ log = logging.getLogger("tonearm.watch")
 
 __all__ = ("Watcher", "FolderSource", "run_watch", "state_path")
 
+MAX_CHECKS = 500  # open jobs looked up per source and pass (the oldest first): a pass stays short
 TOO_LARGE = "too_large"  # ingest.errors.TOO_LARGE: decided here, before any byte is read
 
 
@@ -171,7 +173,7 @@ class Watcher:
         self.report(f"taken: {printable(src.ref(seen))} -> job {job.id}")
 
     def _finish(self, src: Source) -> None:
-        for t in self.ledger.open_jobs(src.name):
+        for t in self.ledger.open_jobs(src.name)[:MAX_CHECKS]:
             job = self.queue.get(t.job_id) if t.job_id else None
             if job is None or job.done:
                 outcome = job.state.value if job else "lost"
@@ -264,7 +266,14 @@ def add_command(sub: "argparse._SubParsersAction", config: Callable[..., Config]
     s.add_argument("--settle", type=float, default=None, help="seconds a file must hold still ([watch] settle_s)")
     s.add_argument("--after", choices=("leave", "move", "delete"), default=None, help="[watch] after")
     s.set_defaults(func=lambda args: run_watch(config(args, watch={"settle_s": args.settle, "after": args.after}),
-                                               args.targets, once=args.once, report=_line))
+                                               args.targets, once=args.once, report=_line, stop=_stop_on_sigterm()))
+
+
+def _stop_on_sigterm() -> threading.Event:
+    """SIGTERM ends the loop after the current pass (the ledger and the queue are closed properly)."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    return stop
 
 
 def _line(text: str) -> None:

@@ -211,7 +211,11 @@ def add_command(sub: "argparse._SubParsersAction", config: Callable[..., Config]
 def _run(cfg: Config, once: bool) -> int:
     if not cfg.webhooks.urls:
         log.warning("webhooks: no [webhooks] urls configured; events are read and nothing is sent")
-    return run_webhooks(cfg, once=once)
+    import signal
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the POSTs in flight and record them
+    return run_webhooks(cfg, once=once, stop=stop)
 
 
 def _status(cfg: Config) -> int:
