@@ -32,8 +32,9 @@ def pool(setup: tuple, tmp_path: Path) -> Iterator[Workers]:
     yield from workers(setup[1], tmp_path)
 
 
-def _job_processes(marker: str) -> list[int]:
-    """The job processes (python -m tonearm.app.tasks) of this test's workers."""
+def _job_processes(marker: str, *, busy: bool = False) -> list[int]:
+    """The job processes (python -m tonearm.app.tasks) of this test's workers; ``busy``: only those
+    running a job (they have started an ffmpeg), not a worker's spare waiting for one."""
     found = []
     for entry in os.listdir("/proc"):
         if entry.isdigit():
@@ -42,7 +43,7 @@ def _job_processes(marker: str) -> list[int]:
                 env = Path(f"/proc/{entry}/environ").read_bytes()
             except OSError:
                 continue
-            if b"tonearm.app.tasks" in cmd and marker.encode() in env:
+            if b"tonearm.app.tasks" in cmd and marker.encode() in env and (not busy or descendants(int(entry))):
                 found.append(int(entry))
     return found
 
@@ -85,7 +86,7 @@ def test_a_job_whose_process_dies_every_time_fails_as_poison(setup: tuple, pool:
 
     def killer() -> None:
         while not stop.is_set():
-            for pid in _job_processes(marker):
+            for pid in _job_processes(marker, busy=True):
                 if pid not in kills:
                     try:
                         os.kill(pid, signal.SIGKILL)

@@ -76,6 +76,28 @@ class Runner:
     def __init__(self, cfg: Config, queue: PgQueue, name: str, metrics: Metrics) -> None:
         self.cfg, self.queue, self.name, self.metrics = cfg, queue, name, metrics
         self.children: dict[str, int] = {}  # job id -> pid of its process (also its process group)
+        # one job process started ahead, its imports done, waiting for its job on stdin: a run does
+        # not wait for an interpreter to start (measured by benchmarks/queue.py)
+        self._spare: asyncio.subprocess.Process | None = None
+        self._refill: asyncio.Task[None] | None = None
+
+    async def _spawn(self) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(  # from the loop's thread: PR_SET_PDEATHSIG is tied to it
+            sys.executable, "-m", "tonearm.app.tasks", stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
+
+    async def _take(self) -> asyncio.subprocess.Process:
+        if self._refill is not None:
+            await asyncio.gather(self._refill, return_exceptions=True)
+        proc, self._spare = self._spare, None
+        if proc is None or proc.returncode is not None:
+            proc = await self._spawn()
+
+        async def refill() -> None:
+            self._spare = await self._spawn()
+
+        self._refill = asyncio.create_task(refill())
+        return proc
 
     async def run(self, job_id: str) -> None:
         action, job = await asyncio.to_thread(self.queue.start, job_id, self.name)
@@ -86,23 +108,32 @@ class Runner:
                 self.metrics.failed("poison")
             return
         t0 = time.monotonic()
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tonearm.app.tasks", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
-        self.children[job_id] = proc.pid
+        payload = json.dumps({"config": config_payload(self.cfg), "job": job}).encode()
+        proc = await self._take()
         try:
-            assert proc.stdin is not None and proc.stdout is not None
-            proc.stdin.write(json.dumps({"config": config_payload(self.cfg), "job": job}).encode())
-            await proc.stdin.drain()
-            proc.stdin.close()
+            for fresh in (False, True):
+                try:
+                    assert proc.stdin is not None
+                    proc.stdin.write(payload)
+                    await proc.stdin.drain()
+                    proc.stdin.close()
+                    break
+                except (BrokenPipeError, ConnectionResetError):  # a spare that died idle: start one now
+                    if fresh:
+                        raise
+                    await proc.wait()
+                    proc = await self._spawn()
+            self.children[job_id] = proc.pid
             result, cancelled = await self._follow(job_id, proc)
             rc = await proc.wait()
-        except BaseException:  # shutdown past --drain, or our own failure: kill the run, hand the job back
+        except BaseException as exc:  # shutdown past --drain, or our own failure: kill the run, hand the job back
             _kill(proc.pid)
             await proc.wait()
             await asyncio.shield(asyncio.to_thread(self.queue.requeue, job_id, died=False, code="handed_back",
                                                    message="the worker stopped; the job went back to the queue"))
-            raise
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            raise Retry(self._backoff(1), f"{type(exc).__name__}: {exc}") from exc
         finally:
             self.children.pop(job_id, None)
         await self._outcome(job_id, job, result, cancelled, rc, time.monotonic() - t0)
@@ -177,7 +208,7 @@ class Runner:
         return min(self.cfg.jobs.retry_base_s * 2 ** max(0, runs - 1), 3600.0)
 
     def kill_all(self) -> None:
-        for pid in list(self.children.values()):
+        for pid in list(self.children.values()) + ([self._spare.pid] if self._spare else []):
             _kill(pid)
 
 
