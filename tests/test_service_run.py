@@ -1,9 +1,11 @@
 """``make service`` (tonearm/app/service.py) for real: PostgreSQL, the API, two workers, the watcher, the webhook
 sender and the origin start; a master dropped in the printed folder is served by the printed origin; the
-printed key works on the API (and no key is 401); Ctrl-C stops every process, the database included."""
+printed key works on the API (and no key is 401); a webhook receiver gets the signed published event (secret
+from the banner); Ctrl-C stops every process, the database included."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import select
@@ -18,7 +20,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from fixtures_intake import make_master, sha256, wait_until
+from fixtures_intake import Receiver, make_master, sha256, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -52,7 +54,9 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
     # locks the postgres user out of a cluster below it mid-run (seen on this shared machine)
     work = Path(tempfile.mkdtemp(prefix="tonearm-service-test-")) / "svc"
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
-    proc = subprocess.Popen([sys.executable, "-m", "tonearm.app.service", "--dir", str(work), "--settle", "0.5"],
+    rx = Receiver()
+    proc = subprocess.Popen([sys.executable, "-m", "tonearm.app.service", "--dir", str(work), "--settle", "0.5",
+                             "--webhook", rx.url],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     out = b""
     try:
@@ -66,6 +70,7 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
         key = re.search(r"API key\s+(tnk_\S+)", text)[1]
         origin = re.search(r"public origin\s+(http://127\.0\.0\.1:\d+)/", text)[1]
         drop = Path(re.search(r"drop folder\s+(\S+)", text)[1])
+        rx.secret = re.search(r"signed with (\S+) \(shown once\)", text)[1]
         assert drop == work / "drop" and drop.is_dir()
         assert status(f"{api}/v1/jobs") == 401
         assert status(f"{api}/v1/jobs", {"Authorization": f"Bearer {key}"}) == 200
@@ -74,6 +79,9 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
         os.rename(master, drop / "dropped.wav")
         wait_until(lambda: status(f"{origin}/assets/{asset}/master.m3u8") == 200, 90, "the origin serves the drop")
         wait_until(lambda: (drop / "done" / "dropped.wav").exists(), 20, "moved to done/")
+        wait_until(lambda: rx.delivered_ids(), 20, "the published webhook")
+        hook = json.loads(rx.hits[0].body)
+        assert rx.hits[0].signature_ok and hook["type"] == "published" and hook["asset_id"] == asset
         children = processes_mentioning(str(work))
         assert len(children) >= 7  # api, two workers, watcher, webhooks, origin, postgres
     finally:
@@ -85,4 +93,5 @@ def test_make_service_runs_the_whole_service_and_ctrl_c_stops_it(tmp_path: Path)
             raise
     wait_until(lambda: not processes_mentioning(str(work)), 20, "every process stopped")
     assert proc.returncode == 0
+    rx.close()
     shutil.rmtree(work.parent, ignore_errors=True)

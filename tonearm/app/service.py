@@ -80,6 +80,7 @@ class Service:
         with psycopg.connect(self.cluster.url(), autocommit=True) as db:
             db.execute("CREATE DATABASE tonearm")
         self.url = self.cluster.url("tonearm")
+        self.webhook_secret = ""
         for d in (self.drop, self.data, self.work / "logs"):
             d.mkdir(parents=True, exist_ok=True)
         self.config = self.work / "tonearm.toml"
@@ -150,6 +151,8 @@ class Service:
             f"  drop folder     {self.drop}   (settle {self.settle_s} s; published files move to done/)",
             f"  PostgreSQL      {self.url}",
             f"  workers         {self.workers}",
+            *([f"  webhooks        {', '.join(self.webhook_urls)}, signed with {self.webhook_secret} (shown once)"]
+              if self.webhook_urls else []),
             f"  config, logs    {self.config}, {self.work / 'logs'}/",
             "  try:  curl -H 'Authorization: Bearer <key>' --data-binary @master.flac "
             f"'http://127.0.0.1:{self.api_port}/v1/uploads?filename=master.flac'", ""])
