@@ -120,6 +120,9 @@ def test_cancellation_reaches_a_running_ffmpeg_within_seconds(setup: tuple, pool
     pool.start()
     wait_for(lambda: queue.get(job.id).state is JobState.TRANSCODING and ffmpeg_processes(marker), 90,
              "the job's encoder")
+    # ffmpeg's -progress, per rendition, reaches the job row while it encodes
+    progress = wait_for(lambda: (p := queue.get(job.id).progress) and min(p.values()) > 0 and p, 30, "progress")
+    assert set(progress) == {"aac_64k", "opus_96k"} and all(0 < v <= 1 for v in progress.values()), progress
     t0 = time.monotonic()
     queue.cancel(job.id)
     wait_for(lambda: not ffmpeg_processes(marker) or None, 10, "ffmpeg to be killed")

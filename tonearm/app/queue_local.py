@@ -284,6 +284,7 @@ class LocalQueue:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await runner.aclose()
 
     def _next(self, running: set[str]) -> str | None:
         with self._tx() as db:

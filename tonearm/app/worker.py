@@ -211,6 +211,15 @@ class Runner:
         for pid in list(self.children.values()) + ([self._spare.pid] if self._spare else []):
             _kill(pid)
 
+    async def aclose(self) -> None:
+        """Kill the running jobs' processes and the spare, and reap the spare."""
+        if self._refill is not None:
+            await asyncio.gather(self._refill, return_exceptions=True)
+        self.kill_all()
+        if self._spare is not None:
+            await self._spare.wait()
+            self._spare = None
+
 
 def _kill(pid: int) -> None:
     try:
@@ -276,7 +285,7 @@ async def _main(cfg: Config, concurrency: int, drain_s: float, metrics_port: int
                 log.warning("worker loop ended (%s); reconnecting", exc)  # e.g. PostgreSQL restarted
                 await asyncio.sleep(1.0)
         finally:
-            runner.kill_all()
+            await runner.aclose()
             sweeper.cancel()
             await asyncio.gather(sweeper, return_exceptions=True)
             metrics.close()
