@@ -223,3 +223,8 @@ def test_takedown_stops_the_origin_at_once_and_a_tombstone_refuses_the_bytes(sys
                            headers=bearer(keys["ingest"]), timeout=30)
     assert forced.status_code == 202, forced.text
     assert forced.json()["job"]["asset_id"] == asset
+    # cancelled again, so the worker stops at once at teardown (and cancellation reaches a running job)
+    job_id = forced.json()["job"]["id"]
+    requests.delete(f"{api.base_url}/v1/jobs/{job_id}", headers=bearer(keys["admin"]), timeout=10)
+    wait_for(lambda: requests.get(f"{api.base_url}/v1/jobs/{job_id}", headers=bearer(keys["read"]), timeout=10)
+             .json()["job"]["state"] == "cancelled", 30, "the forced job to be cancelled")

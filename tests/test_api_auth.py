@@ -4,14 +4,14 @@ JSON errors, and the public origin never answering the API's paths.  SQLite and 
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
 from fixtures_api import api_config, bearer, open_client
 
 from tonearm.app.apikeys import KeyStore, parse_key
+from tonearm.core.config import ConfigError
 
 AID = "b" * 64
 UID = "0" * 32
@@ -180,23 +180,30 @@ def test_keys_are_stored_hashed_and_compared_whole(cfg) -> None:
         store.close()
 
 
-def test_keys_cli_prints_the_key_once_and_lists_only_ids(tmp_path: Path) -> None:
-    data = tmp_path / "data"
-    run = [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "keys"]
-    created = subprocess.run(run + ["create", "--scope", "ingest", "--scope", "read", "--name", "label feed"],
-                             capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert created.returncode == 0, created.stderr
-    text = created.stdout.split()[-1]
-    key_id = parse_key(text)[0]
-    listed = subprocess.run(run + ["list"], capture_output=True, text=True, timeout=60, env={"PATH": "/usr/bin:/bin"})
-    assert key_id in listed.stdout and "ingest,read" in listed.stdout and text not in listed.stdout
-    bad = subprocess.run(run + ["create", "--scope", "root"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2
-    revoked = subprocess.run(run + ["revoke", key_id], capture_output=True, text=True, timeout=60,
-                             env={"PATH": "/usr/bin:/bin"})
-    assert revoked.returncode == 0 and f"revoked key {key_id}" in revoked.stdout
-    assert KeyStore(api_config(data)).verify(text) is None
+def test_keys_cli_prints_the_key_once_and_lists_only_ids(tmp_path: Path, capsys, monkeypatch) -> None:
+    """``tonearm keys create|list|revoke`` through the CLI's own entry point (main), in this process."""
+    from tonearm.app.cli import main
 
+    for var in [v for v in os.environ if v.startswith("TONEARM_")]:
+        monkeypatch.delenv(var)
+    data = tmp_path / "data"
+    run = ["--data", str(data), "keys"]
+    assert main(run + ["create", "--scope", "ingest", "--scope", "read", "--name", "label feed"]) == 0
+    created = capsys.readouterr().out
+    text = created.split()[-1]
+    key_id = parse_key(text)[0]
+    assert created.count(text) == 1
+    assert main(run + ["list"]) == 0
+    listed = capsys.readouterr().out
+    assert key_id in listed and "ingest,read" in listed and "label feed" in listed and text not in listed
+    assert main(run + ["revoke", key_id]) == 0
+    assert f"revoked key {key_id}" in capsys.readouterr().out
+    assert main(run + ["revoke", "00000000"]) == 1  # an unknown id: one line, not a traceback
+    assert capsys.readouterr().err == "tonearm: no API key with id '00000000'\n"
+    store = KeyStore(api_config(data))
+    assert store.verify(text) is None
+    with pytest.raises(ConfigError, match="--scope"):
+        store.create(["root"])
 
 async def test_the_public_origin_never_answers_the_api(cfg, aiohttp_client) -> None:
     """``tonearm serve`` has no route for the management API: 404 for every /v1 path, never a 2xx."""

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any, Callable
 
-from tonearm.app.apikeys import SCOPES, KeyStore
+from tonearm.app.apikeys import SCOPES, KeyNotFound, KeyStore
 
 __all__ = ("add_command",)
 
@@ -35,7 +36,11 @@ def _keys(config: Callable[..., Any]) -> Callable[[argparse.Namespace], int]:
                         state = "revoked" if key.revoked_at else "active"
                         print(f"{key.id}  {state:<8} {','.join(sorted(key.scopes)):<20} {key.name}")
             else:
-                key = store.revoke(args.id)
+                try:
+                    key = store.revoke(args.id)
+                except KeyNotFound as exc:
+                    print(f"tonearm: {exc.args[0]}", file=sys.stderr)
+                    return 1
                 print(f"revoked key {key.id}")
         finally:
             store.close()
