@@ -167,6 +167,7 @@ def _post_stream(base: str, key: str, total: int, piece: int = 1 << 20) -> tuple
     return resp.status, body, h.hexdigest()
 
 
+@pytest.mark.slow  # a tonearm api subprocess
 def test_a_200_mb_upload_keeps_the_api_process_memory_bounded(api_proc) -> None:
     server, keys, cfg = api_proc
     _post_stream(server.base_url, keys["ingest"], 8 << 20)  # warm up: imports, pools, first allocations
@@ -205,6 +206,7 @@ def _expect(base: str, headers: str) -> tuple[bytes, socket.socket]:
     return raw.recv(65536), raw
 
 
+@pytest.mark.slow  # a tonearm api subprocess
 def test_expect_100_continue_refuses_before_the_body_is_sent(api_proc) -> None:
     server, keys, cfg = api_proc
     first, raw = _expect(server.base_url, "Content-Length: 1000\r\n")  # no key
@@ -225,6 +227,7 @@ def test_expect_100_continue_refuses_before_the_body_is_sent(api_proc) -> None:
     assert answer.startswith(b"HTTP/1.1 202") and hashlib.sha256(body).hexdigest().encode() in answer
 
 
+@pytest.mark.slow  # a tonearm api subprocess
 def test_the_api_log_names_key_ids_never_keys(api_proc) -> None:
     server, keys, _ = api_proc
     requests.get(server.base_url + "/v1/jobs", headers=bearer(keys["read"]), timeout=10)
@@ -252,6 +255,7 @@ def test_negative_control_the_rss_probe_sees_a_body_held_in_memory() -> None:
         child.wait()
 
 
+@pytest.mark.slow  # a tonearm api subprocess
 def test_tus_resumes_with_a_real_client_across_a_broken_connection_and_a_restart(api_proc, tmp_path) -> None:
     """Last in this module: it restarts the module's API process."""
     from tusclient import client as tus_client
@@ -289,7 +293,7 @@ def test_tus_resumes_with_a_real_client_across_a_broken_connection_and_a_restart
     assert offset == (2 << 20) + 300_000
 
     # the API restarts (its running hash is lost); a new client process resumes from the stored URL
-    server.stop()
+    assert server.stop() == 0  # SIGTERM: a clean exit
     env = {"TONEARM_CATALOG_URL": cfg.catalog.url, "TONEARM_INGEST_MAX_BYTES": str(300 << 20)}
     restarted = start_api(cfg.storage.root, env=env, port=parts.port)  # the same address: the stored URL
     try:
