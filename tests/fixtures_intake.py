@@ -4,20 +4,19 @@ HMAC code, not tonearm's).  Import explicitly."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import json
-import os
-import signal
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
+
+from fixtures_queue import Workers as QueueWorkers
+from fixtures_queue import wait_for as wait_until  # noqa: F401 - one polling helper for both
 
 from tonearm.core.config import Config, load
 from tonearm.core.ffmpeg import locate
@@ -69,39 +68,20 @@ def intake_toml(path: Path, data: Path, *, catalog_url: str = "", **sections: di
 
 
 class Workers:
-    """``n`` real ``tonearm worker`` processes on a PostgreSQL catalog, SIGTERMed (then killed) on exit."""
+    """``n`` real ``tonearm worker`` processes on the config file's catalog (fixtures_queue.Workers), stopped on
+    exit; their logs are beside the config file."""
 
     def __init__(self, toml: Path, n: int = 2) -> None:
-        self.argv = [sys.executable, "-c", "import sys; from tonearm.core.config import load; "
-                     "from tonearm.app.worker import run_worker; sys.exit(run_worker(load(sys.argv[1])))", str(toml)]
-        self.env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
+        self.workers = QueueWorkers({"TONEARM_CONFIG": str(toml)}, toml.parent)
         self.n = n
-        self.procs: list[subprocess.Popen] = []
 
     def __enter__(self) -> "Workers":
-        self.procs = [subprocess.Popen(self.argv, env=self.env, start_new_session=True) for _ in range(self.n)]
+        for _ in range(self.n):
+            self.workers.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        for p in self.procs:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(p.pid, signal.SIGTERM)
-        for p in self.procs:
-            try:
-                p.wait(30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait(5)
-
-
-def wait_until(pred: Callable[[], Any], timeout: float, what: str, step: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = pred()
-        if got:
-            return got
-        time.sleep(step)
-    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+        self.workers.stop_all()
 
 
 class WatchThread:
