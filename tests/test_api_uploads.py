@@ -330,3 +330,23 @@ async def test_a_stalled_body_is_cut_and_deeply_nested_json_is_400(client, monke
     deep = '{"a":' * 10000 + "1" + "}" * 10000  # an object, within max_body, nested past the decoder's depth
     resp = await client.post("/v1/jobs", data=deep, headers={**k, "Content-Type": "application/json"})
     assert resp.status == 400 and (await resp.json())["error"]["code"] == "invalid_json"
+
+
+async def test_the_sweep_keeps_what_a_live_job_reads_and_drops_orphans(client) -> None:
+    k = bearer(client.keys["ingest_read"])
+    body = os.urandom(4000)
+    job = (await (await client.post("/v1/uploads?filename=a.wav", data=body, headers=k)).json())["job"]
+    ready = client.cfg.upload_dir / "ready" / f"{job['asset_id']}.wav"
+    receiver = client.app[STATE].uploads
+    got = (await (await client.get(f"/v1/jobs/{job['id']}", headers=k)).json())["job"]
+    if got["state"] not in ("published", "quarantined", "failed", "cancelled"):
+        await asyncio.to_thread(receiver.sweep)
+        assert ready.exists()  # its job has not ended: the master stays
+    orphan = client.cfg.upload_dir / "ready" / ("f" * 64 + ".wav")
+    orphan.write_bytes(b"left by a crash")
+    await asyncio.to_thread(receiver.sweep)
+    assert orphan.exists()  # young: maybe its job is being noted right now
+    old = time.time() - client.cfg.api.tus_expiry - 10
+    os.utime(orphan, (old, old))
+    await asyncio.to_thread(receiver.sweep)
+    assert not orphan.exists()

@@ -25,6 +25,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ class Receiver:
     def __init__(self, state: ApiState) -> None:
         self.state = state
         self.root = state.cfg.upload_dir
+        self._lock = threading.Lock()
         for sub in ("incoming", "tus", "ready"):
             (self.root / sub).mkdir(parents=True, exist_ok=True)
 
@@ -142,6 +144,11 @@ class Receiver:
         """Rename a complete master into ready/ under its hash and submit it (thread)."""
         suffix = Path(filename).suffix.lower()
         ready = self.root / "ready" / f"{digest}{suffix if _SUFFIX_RE.fullmatch(suffix) else '.bin'}"
+        with self._lock:  # the sweep must not delete a ready file between this rename and its job's note
+            return self._queue_locked(received, ready, digest, filename, priority=priority, force=force)
+
+    def _queue_locked(self, received: Path, ready: Path, digest: str, filename: str, *, priority: int,
+                      force: bool) -> Any:
         os.replace(received, ready)  # the same bytes under the same name: a second copy replaces the first
         source = str(ready)
         try:
@@ -200,15 +207,22 @@ class Receiver:
             if expired or (folder / "done").exists():
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
+        for orphan in (self.root / "ready").iterdir():  # renamed, but the process died before its job was noted
+            with self._lock:
+                if orphan.suffix not in (".jobs", ".s3") and not Path(f"{orphan}.jobs").exists() and \
+                        now - orphan.stat().st_mtime > expiry:
+                    orphan.unlink(missing_ok=True)
+                    removed += 1
         for jobs_file in (self.root / "ready").glob("*.jobs"):
-            ids = jobs_file.read_text(encoding="utf-8").split()
-            jobs = [self.state.queue.get(i) for i in ids]
-            if all(j is None or j.state in TERMINAL for j in jobs):
-                ready = Path(str(jobs_file)[:-len(".jobs")])
-                ready.unlink(missing_ok=True)
-                self._drop_object(ready)
-                jobs_file.unlink(missing_ok=True)
-                removed += 1
+            with self._lock:
+                ids = jobs_file.read_text(encoding="utf-8").split() if jobs_file.exists() else []
+                jobs = [self.state.queue.get(i) for i in ids]
+                if ids and all(j is None or j.state in TERMINAL for j in jobs):
+                    ready = Path(str(jobs_file)[:-len(".jobs")])
+                    ready.unlink(missing_ok=True)
+                    self._drop_object(ready)
+                    jobs_file.unlink(missing_ok=True)
+                    removed += 1
         return removed
 
 
