@@ -123,7 +123,12 @@ async def test_abandoned_tus_uploads_expire(client) -> None:
     assert receiver.sweep(now=time.time() + 10) == 0  # still within [api] tus_expiry
     assert receiver.sweep(now=time.time() + client.cfg.api.tus_expiry + 1) == 1
     assert (await client.head(url, headers=k)).status == 404
-    assert tree_files(client.cfg.upload_dir / "tus") == []
+    done = (await client.post("/v1/tus", headers={**k, "Upload-Length": "3"})).headers["Location"]
+    last = await client.patch(done, data=b"xyz", headers={**k, "Upload-Offset": "0",
+                                                         "Content-Type": "application/offset+octet-stream"})
+    assert "Tonearm-Job-Id" in last.headers
+    assert receiver.sweep(now=time.time() + client.cfg.api.tus_expiry + 1) >= 1  # a complete one's record too
+    assert list((client.cfg.upload_dir / "tus").iterdir()) == []
 
 
 # -- a real `tonearm api` process ------------------------------------------------------------------------------

@@ -201,10 +201,10 @@ class Receiver:
         for folder in (self.root / "tus").iterdir():
             try:
                 info = json.loads((folder / "info.json").read_text(encoding="utf-8"))
-                expired = now > info["expires_at"] and not info.get("job_id")
+                expired = now > info["expires_at"]  # a complete one too: only its job id was left for HEAD
             except (OSError, ValueError, KeyError):
                 expired = now - folder.stat().st_mtime > expiry
-            if expired or (folder / "done").exists():
+            if expired:
                 shutil.rmtree(folder, ignore_errors=True)
                 removed += 1
         for orphan in (self.root / "ready").iterdir():  # renamed, but the process died before its job was noted
