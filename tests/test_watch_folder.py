@@ -88,10 +88,15 @@ def names_restart_and_never_twice(cfg, drop: Path) -> None:
     assert {j.asset_id for j in jobs_of(cfg)} == {sha256(a), sha256(drop / "b.wav"), sha256(e)}
     assert len(jobs_of(cfg)) == 3
     # the same bytes under another name: a new take, but the queue's content addressing gives no new asset work
-    (drop / "again.wav").write_bytes(a.read_bytes())
+    # (and a hostile name: a newline and a terminal escape reach job rows and reports escaped, on one line)
+    hostile = "again\n\x1b[31m.wav"
+    (drop / hostile).write_bytes(a.read_bytes())
+    lines.clear()
     run_watch(cfg, [str(drop)], once=True, report=lines.append)
-    again = [j for j in jobs_of(cfg) if j.filename == "again.wav"]
+    again = [j for j in jobs_of(cfg) if j.filename.startswith("again")]
     assert len(again) == 1 and again[0].asset_id == sha256(a) and again[0].state.value == "published"
+    assert again[0].filename == "again\\n\\x1b[31m.wav"
+    assert lines and all("\n" not in ln and "\x1b" not in ln for ln in lines)
     ledger = Ledger(state_path(cfg))
     assert len(ledger.all(str(drop))) == 4
     ledger.close()

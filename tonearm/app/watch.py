@@ -146,7 +146,7 @@ class Watcher:
     def _take(self, src: Source, seen: Seen) -> None:
         if not src.still(seen):
             return  # changed or gone since the listing: the next pass sees it again
-        name = printable(seen.key.rsplit("/", 1)[-1])
+        name = seen.key.rsplit("/", 1)[-1]  # as it is: the queue escapes it (ingest.names.printable), once
         if seen.size > self.cfg.ingest.max_bytes:
             self.ledger.record(src.name, seen.key, seen.size, seen.tag, job_id=None, asset_id=None, status="finished",
                                outcome=TOO_LARGE)
