@@ -255,6 +255,7 @@ class LocalQueue:
         from tonearm.app.worker_metrics import Metrics
 
         runner = Runner(self.cfg, self, f"{socket.gethostname()}:{os.getpid()}", Metrics(self))  # type: ignore[arg-type]
+        runner.warm()
         slots = asyncio.Semaphore(self.cfg.jobs.concurrency or 1)
         running: set[str] = set()
 

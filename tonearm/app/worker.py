@@ -86,6 +86,14 @@ class Runner:
             sys.executable, "-m", "tonearm.app.tasks", stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
 
+    def warm(self) -> None:
+        """Start the first spare now, so that not even the first job waits for an interpreter."""
+        if self._spare is None and self._refill is None:
+            async def first() -> None:
+                self._spare = await self._spawn()
+
+            self._refill = asyncio.create_task(first())
+
     async def _take(self) -> asyncio.subprocess.Process:
         if self._refill is not None:
             await asyncio.gather(self._refill, return_exceptions=True)
@@ -266,6 +274,7 @@ async def _main(cfg: Config, concurrency: int, drain_s: float, metrics_port: int
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     async with app.open_async():
+        runner.warm()
         sweeper = asyncio.create_task(_sweep(app, queue, cfg))
         try:
             while not stop.is_set():
