@@ -212,3 +212,40 @@ def test_two_senders_on_postgresql_deliver_each_event_once(tmp_path: Path, pg_ur
     ids = [json.loads(h.body)["id"] for h in rx.hits]
     assert len(ids) == 40 and len(set(ids)) == 40, "each event once"
     assert all(h.signature_ok for h in rx.hits)
+
+
+@pytest.mark.parametrize("grace_s", [5.0, 0.0])
+def test_an_event_committed_out_of_id_order_is_not_lost(tmp_path: Path, pg_url: str, grace_s: float) -> None:
+    """On PostgreSQL event 10 can commit after event 11; with the grace window the sender still delivers it.
+    grace_s = 0 is the negative control: the cursor jumps past the late event, which is lost."""
+    import psycopg
+
+    rx = Receiver()
+    cfg = intake_config(tmp_path / "data", catalog_url=pg_url, webhooks={"urls": [rx.url], "secret": SECRET})
+    q, store = open_queue(cfg), DeliveryStore(cfg)
+    sender = Sender(cfg, q, store, grace_s=grace_s)
+    late, early = (hashlib.sha256(w.encode()).hexdigest() for w in ("late", "early"))
+    slow = psycopg.connect(pg_url)  # takes its event id first, commits last (as _finish does, but slowly)
+    try:
+        slow.execute("INSERT INTO tonearm_events(type, asset_id, job_id, at, data) VALUES ('taken_down', %s, NULL,"
+                     " %s, '{}')", (late, time.time()))
+        q.take_down(early)
+        ids = {e.asset_id: e.id for e in q.events_since(0, 10)}
+        assert list(ids) == [early]  # the late one is not visible yet
+        wait_until(lambda: (sender.step(), len(rx.hits) == 1)[1], 10, "the early event")
+        slow.commit()
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline:
+            sender.step()
+            time.sleep(0.1)
+        got = {json.loads(h.body)["asset_id"] for h in rx.hits}
+    finally:
+        slow.close()
+        sender.close()
+        store.close()
+        q.close()
+        rx.close()
+    if grace_s:
+        assert got == {early, late}, "the event that committed late was delivered"
+    else:
+        assert got == {early}, "negative control: without the grace window the late event is skipped"

@@ -50,6 +50,7 @@ __all__ = ("sign", "verify", "Sender", "run_webhooks", "MAX_RESPONSE_BYTES")
 
 MAX_RESPONSE_BYTES = 64 << 10
 SENDERS = 4  # POSTs in flight per sender process
+OUTBOX_GRACE_S = 60.0  # events younger than this are read again: an earlier id may still commit (see fan_out)
 SIGNATURE_HEADER = "Tonearm-Signature"
 
 
@@ -100,30 +101,49 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tupl
 class Sender:
     """Fans events out into deliveries and sends the due ones; ``step()`` is one pass."""
 
-    def __init__(self, cfg: Config, queue: JobQueue, store: DeliveryStore) -> None:
+    def __init__(self, cfg: Config, queue: JobQueue, store: DeliveryStore, *, grace_s: float = OUTBOX_GRACE_S) -> None:
         self.cfg, self.hooks, self.queue, self.store = cfg, cfg.webhooks, queue, store
+        self.grace_s = grace_s
+        self._copied: dict[int, float] = {}  # event id -> its time, for the events re-read inside the grace
         self.pool = ThreadPoolExecutor(max_workers=SENDERS, thread_name_prefix="webhook")
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
 
     def fan_out(self) -> int:
-        after = self.store.cursor()
+        """Copy new outbox events into delivery rows; returns how many rows were new here.
+
+        Event ids come from a sequence, and on PostgreSQL two transactions may commit out of id order: event
+        10 can become visible after 11.  A cursor moved past 11 at once would skip 10 for ever, so the
+        persisted cursor only passes events older than ``grace_s`` (a state change's transaction is short),
+        and the events after it are read again on every pass; the rows are idempotent (``ON CONFLICT DO
+        NOTHING``) and this process skips the ids it already copied."""
+        cursor = after = self.store.cursor()
+        horizon = time.time() - self.grace_s
+        settled = True  # every event read so far is older than the horizon
         n = 0
         while True:
             events = self.queue.events_since(after, 100)
             if not events:
-                return n
+                break
             rows = []
             for ev in events:
-                if ev.type in self.hooks.events:
-                    body = event_body(ev)
-                    for url in self.hooks.urls:
-                        rid = f"{ev.id}:{hashlib.sha256(url.encode()).hexdigest()[:16]}"
-                        rows.append((rid, ev.id, url, body))
-            after = max(ev.id for ev in events)
-            self.store.fan_out(rows, after)
+                settled = settled and ev.at < horizon
+                if settled:
+                    cursor = ev.id
+                if ev.id in self._copied or ev.type not in self.hooks.events:
+                    continue
+                body = event_body(ev)
+                for url in self.hooks.urls:
+                    rows.append((f"{ev.id}:{hashlib.sha256(url.encode()).hexdigest()[:16]}", ev.id, url, body))
+            self.store.fan_out(rows, cursor)
+            self._copied.update((ev.id, ev.at) for ev in events)
             n += len(rows)
+            after = events[-1].id
+            if len(events) < 100:
+                break
+        self._copied = {i: at for i, at in self._copied.items() if at >= horizon - 60}
+        return n
 
     def send_due(self) -> int:
         # one round of the pool: each claimed row is attempted within timeout_s, well inside its lease
