@@ -160,3 +160,73 @@ async def test_takedown_cancels_the_live_jobs_of_the_asset(client, long_master) 
     assert state == "cancelled"
     asset = await (await client.get(f"/v1/assets/{job['asset_id']}", headers=k)).json()
     assert asset["asset"]["state"] == "taken_down"
+
+
+async def test_takedown_on_s3_stops_a_running_origin_serving_from_the_bucket(bucket, tmp_path, aiohttp_client
+                                                                              ) -> None:
+    """The same takedown with the published tree in the bucket: ``tonearm serve`` on S3 answers 404 for every
+    file within its recheck window, and the bucket holds nothing of the asset (one catalog backend: the
+    storage is what this is about)."""
+    cfg = api_config(tmp_path / "data", "", storage={"backend": "s3", "s3_bucket": BUCKET,
+                                                     "s3_endpoint_url": bucket[1], "s3_prefix": "media/"})
+    client = await open_client(cfg, aiohttp_client)
+    client.s3 = bucket[0]
+    try:
+        await _s3_takedown(client, tmp_path)
+    finally:
+        client.close_api()
+
+
+async def _s3_takedown(client, tmp_path) -> None:
+    import shutil
+    import time
+
+    import requests
+    from fixtures_origin import make_ffmpeg_asset
+    from fixtures_servers import S3_ENV, start_origin
+
+    from origin.sources import REVALIDATE_S
+    from tonearm.app.api.base import STATE
+
+    state = client.app[STATE]
+    local = tmp_path / "local"
+    asset = make_ffmpeg_asset(local / "published", "s3-takedown")
+    staged = state.cfg.storage.root / "staging" / "copy"
+    shutil.copytree(local / "published" / asset, staged)
+    await asyncio.to_thread(state.storage.publish, asset, staged)
+    scfg = state.cfg.storage
+    env = {**S3_ENV, "TONEARM_STORAGE_BACKEND": "s3", "TONEARM_STORAGE_S3_BUCKET": scfg.s3_bucket,
+           "TONEARM_STORAGE_S3_ENDPOINT_URL": scfg.s3_endpoint_url, "TONEARM_STORAGE_S3_PREFIX": scfg.s3_prefix}
+    origin = await asyncio.to_thread(start_origin, tmp_path / "origin-root", env=env)
+    try:
+        files = ["master.m3u8", "manifest.mpd", "asset.json", "aac_128k/index.m3u8", "aac_128k/init.mp4",
+                 "aac_128k/seg-00001.m4s", "single/aac_128k.mp4"]
+        urls = [f"{origin.base_url}/assets/{asset}/{f}" for f in files]
+
+        broken: list[str] = []
+
+        def statuses() -> set[int]:
+            seen = set()
+            with requests.Session() as s:
+                for u in urls:
+                    try:
+                        seen.add(s.get(u, timeout=10).status_code)
+                    except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError):  # cut mid-body
+                        broken.append(u)
+                        seen.add(0)
+            return seen
+
+        assert await asyncio.to_thread(statuses) == {200}
+        t0 = time.monotonic()
+        resp = await client.delete(f"/v1/assets/{asset}", headers=bearer(client.keys["admin"]))
+        assert resp.status == 200 and (await resp.json())["asset"]["was_published"] is True
+        while (seen := await asyncio.to_thread(statuses)) != {404} and time.monotonic() - t0 < REVALIDATE_S + 2:
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        assert seen == {404} and elapsed <= REVALIDATE_S + 1.0, (seen, elapsed)
+        print(f"s3 takedown: all {len(urls)} files 404 {elapsed:.2f} s after the DELETE; {len(broken)} responses "
+              "cut mid-body before that (the origin had the object's metadata cached, the bytes were gone)")
+        left = client.s3.list_objects_v2(Bucket=BUCKET, Prefix=f"media/published/{asset}/")["KeyCount"]
+        assert left == 0
+    finally:
+        origin.stop()
