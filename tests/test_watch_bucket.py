@@ -1,5 +1,6 @@
 """Bucket watching against a real S3 server: listing with a persisted cursor across restarts, objects taken
-only once their size and ETag held across two listings, temporary names ignored, the move policy.
+only once their size and ETag held across two listings, temporary names ignored, the move policy (published
+to done/, quarantined to rejected/, neither taken again).
 
 The S3 server is the ``s3`` fixture below, which today is conftest's ``moto_server``; to run this module
 against another server (Swift's s3api), change only that fixture's argument.  The server object must
@@ -12,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import boto3
+import msgspec
 import pytest
 from fixtures_intake import Workers, intake_config, intake_toml, make_master, sha256
 
@@ -83,13 +85,29 @@ def cursor_across_restart(tmp_path: Path, cfg, name: str, client) -> None:
     assert [s.key for s in src.listing(full=False)] == ["2026/c.wav"]
     assert [s.key for s in src.listing(full=True)] == ["2026/a.wav", "2026/c.wav"]
     ledger.close()
+    # the restarted watcher moves what it takes (after = move): published to done/, rejected to rejected/
+    client.put_object(Bucket=name, Key="in/2026/d-junk.wav", Body=b"not audio at all" * 64)
     lines: list[str] = []
-    run_watch(cfg, [url], once=True, report=lines.append)
-    assert [ln.split()[1] for ln in lines if ln.startswith("taken")] == [f"s3://{name}/in/2026/c.wav"]
+    moving = msgspec.structs.replace(cfg, watch=msgspec.structs.replace(cfg.watch, after="move"))
+    run_watch(moving, [url], once=True, report=lines.append)
+    assert sorted(ln.split()[1] for ln in lines if ln.startswith("taken")) == [f"s3://{name}/in/2026/c.wav",
+                                                                               f"s3://{name}/in/2026/d-junk.wav"]
     q = open_queue(cfg)
     try:
         done = q.wait([j.id for j in q.list(limit=100)], timeout=120)
-        assert sorted(j.asset_id for j in done) == sorted([sha256(a), sha256(c)])
+        assert sorted((j.state.value, j.asset_id or "") for j in done if j.state.value == "published") == sorted(
+            [("published", sha256(a)), ("published", sha256(c))])
+        assert sorted(j.state.value for j in done) == ["published", "published", "quarantined"]
+    finally:
+        q.close()
+    # a.wav's job was still open in the ledger (the first watcher only enqueued): the policy reaches it too
+    assert keys(client, name) == sorted(["elsewhere/x.wav", "in/2026/b.wav.part", "in/done/2026/a.wav",
+                                         "in/done/2026/c.wav", "in/rejected/2026/d-junk.wav"])
+    assert client.get_object(Bucket=name, Key="in/done/2026/c.wav")["Body"].read() == c.read_bytes()
+    run_watch(moving, [url], once=True, report=lines.append)  # done/ and rejected/ are never taken again
+    q = open_queue(cfg)
+    try:
+        assert len(q.list(limit=100)) == 3
     finally:
         q.close()
 
@@ -105,26 +123,3 @@ def test_an_object_overwritten_between_listings_waits_for_a_stable_etag(tmp_path
     assert settler.observe(src.listing(full=True)) == []  # the ETag changed: the wait starts again
     ready = settler.observe(src.listing(full=True))
     assert [(s.key, s.size) for s in ready] == [("x.wav", len(b"second version, longer"))]
-
-
-def test_move_policy_in_a_bucket(tmp_path: Path, bucket, pg_url: str) -> None:
-    name, client, endpoint = bucket
-    cfg = config(tmp_path, endpoint, pg_url, after="move")
-    with workers(tmp_path, endpoint, pg_url, after="move"):
-        move_policy(tmp_path, cfg, name, client)
-
-
-def move_policy(tmp_path: Path, cfg, name: str, client) -> None:
-    good = make_master(tmp_path / "g.wav", freq=720)
-    client.upload_file(str(good), name, "drop/g.wav")
-    client.put_object(Bucket=name, Key="drop/junk.wav", Body=b"not audio at all" * 64)
-    run_watch(cfg, [f"s3://{name}/drop/"], once=True, report=lambda ln: None)
-    assert keys(client, name) == ["drop/done/g.wav", "drop/rejected/junk.wav"]
-    body = client.get_object(Bucket=name, Key="drop/done/g.wav")["Body"].read()
-    assert body == good.read_bytes()
-    run_watch(cfg, [f"s3://{name}/drop/"], once=True, report=lambda ln: None)  # done/ and rejected/ not re-taken
-    q = open_queue(cfg)
-    try:
-        assert sorted(j.state.value for j in q.list(limit=100)) == ["published", "quarantined"]
-    finally:
-        q.close()

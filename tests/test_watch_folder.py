@@ -73,14 +73,16 @@ def test_temporary_names_restart_and_never_twice(tmp_path: Path, pg_url: str) ->
 
 def names_restart_and_never_twice(cfg, drop: Path) -> None:
     a = make_master(drop / "a.wav", freq=500)
-    make_master(drop / "b.wav.part", freq=510)  # still downloading
-    make_master(drop / ".c.wav", freq=520)
-    make_master(drop / "d.tmp", freq=530)
+    # the others need no encode to show what is taken (they are quarantined at once when they are)
+    (drop / "b.wav.part").write_bytes(b"still downloading " * 64)
+    (drop / ".c.wav").write_bytes(b"hidden " * 64)
+    (drop / "d.tmp").write_bytes(b"temporary " * 64)
     run_watch(cfg, [str(drop)], once=True, report=lambda ln: None)
     assert [j.asset_id for j in jobs_of(cfg)] == [sha256(a)]
     # dropped while the watcher is down: found by the rescan at start; a.wav (unchanged) is not taken again
     (drop / "b.wav.part").rename(drop / "b.wav")
-    e = make_master(drop / "e.wav", freq=540)
+    e = drop / "e.wav"
+    e.write_bytes(b"dropped while the watcher was down " * 64)
     lines: list[str] = []
     run_watch(cfg, [str(drop)], once=True, report=lines.append)
     assert sorted(ln.split()[1] for ln in lines if ln.startswith("taken")) == sorted([str(drop / "b.wav"),
