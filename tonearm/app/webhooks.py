@@ -40,6 +40,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 from urllib.parse import urlsplit
 
+from ingest.names import printable
 from tonearm.app.jobs import Event, JobQueue, open_queue
 from tonearm.app.webhooks_store import Delivery, DeliveryStore
 from tonearm.core.config import Config
@@ -93,7 +94,7 @@ def post(url: str, body: bytes, headers: dict[str, str], timeout: float) -> tupl
             if not chunk:
                 break
             got += chunk
-        return resp.status, got[:200].decode("utf-8", "replace")
+        return resp.status, printable(got[:200].decode("utf-8", "replace"))  # one line in logs and the record
     finally:
         conn.close()
 
