@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
@@ -123,12 +124,16 @@ class S3Storage:
                     names.append(name)
         return sorted(names)
 
-    def unpublish(self, asset_id: str) -> bool:
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool:
         """Takedown: delete the descriptor first (the origin stops serving the asset on its next check),
-        then every other object under the asset's prefix, a listing page (at most 1,000 keys) at a time."""
+        wait ``grace_s`` (an origin's recheck window: until then it may still stream a file whose metadata
+        it had, and must find the bytes), then delete every other object under the asset's prefix, a
+        listing page (at most 1,000 keys) at a time."""
         bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
         existed = self.is_published(asset_id)
         self.client.delete_object(Bucket=bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
+        if grace_s > 0:
+            time.sleep(grace_s)
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
             if keys:

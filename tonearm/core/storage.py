@@ -60,7 +60,7 @@ class Storage(Protocol):
     def is_published(self, asset_id: str) -> bool: ...
     def read_descriptor(self, asset_id: str) -> dict[str, Any] | None: ...
     def list_published(self) -> list[str]: ...  # folder names that hold a descriptor
-    def unpublish(self, asset_id: str) -> bool: ...  # takedown: descriptor first, then the media
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool: ...  # descriptor first, then media
     def replace(self, asset_id: str, staged: Path) -> None: ...  # a rebuilt version, swapped in at once
 
 
@@ -196,9 +196,11 @@ class LocalStorage:
         """Names of the folders under published/ that hold a descriptor (not checked to be asset ids)."""
         return sorted(p.name for p in self.published_root.iterdir() if (p / DESCRIPTOR).is_file())
 
-    def unpublish(self, asset_id: str) -> bool:
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool:
         """Takedown: unlink the descriptor first (the origin serves an asset only while it exists), then move
-        the folder out of ``published/`` in one rename and delete it.  False if nothing was published."""
+        the folder out of ``published/`` in one rename and delete it.  False if nothing was published.
+        ``grace_s`` is for object stores (see ``S3Storage.unpublish``): a local origin checks the descriptor
+        before it opens any file, so nothing here waits."""
         folder = self.published_root / asset_id
         try:
             (folder / DESCRIPTOR).unlink()

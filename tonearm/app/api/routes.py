@@ -15,6 +15,7 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from origin.sources import REVALIDATE_S
 from tonearm.app.api.base import STATE, ApiState, job_json, needs, public
 from tonearm.app.api.errors import ApiError, json_response
 from tonearm.app.api.openapi import document
@@ -175,7 +176,10 @@ def _take_down(state: ApiState, asset_id: str) -> tuple[bool, list[str]]:
             if j.asset_id == asset_id]
     for job in live:  # a job still on these bytes (an ingest, a repackage) is stopped too
         state.queue.cancel(job.id)
-    return state.storage.unpublish(asset_id), [j.id for j in live]  # descriptor first, then the media
+    # descriptor first, then the media: on S3 once no origin can still be serving from what it checked before
+    # (an entry is trusted REVALIDATE_S, vouched for by a descriptor check up to REVALIDATE_S older), so a
+    # response it starts in that window still finds its bytes and is never cut mid-body
+    return state.storage.unpublish(asset_id, grace_s=2 * REVALIDATE_S + 0.25), [j.id for j in live]
 
 
 @needs("admin")
