@@ -148,3 +148,26 @@ def test_with_sqlite_the_watcher_runs_the_jobs_itself(tmp_path: Path) -> None:
     assert f"published: {drop / 'local.wav'} -> {sha256(drop / 'done' / 'local.wav')}" in out.stdout
     assert not m.exists()
     assert (tmp_path / "data" / "published" / sha256(drop / "done" / "local.wav") / "asset.json").exists()
+
+
+def test_a_database_outage_delays_a_drop_but_loses_nothing(tmp_path: Path, pg_cluster, pg_url: str) -> None:
+    """PostgreSQL stopped while a file settles: the watcher's submits fail and are retried each pass (the file
+    is not marked taken), and once the server is back the file is taken and published."""
+    from fixtures_intake import WatchThread, wait_until
+
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    cfg, toml = setup(tmp_path, pg_url, after="move")
+    with WatchThread(cfg, [str(drop)]) as w:
+        pg_cluster.stop()
+        try:
+            m = make_master(drop / "during.wav", freq=655)
+            want = sha256(m)
+            time.sleep(2.0)  # settled long ago: the watcher has tried to submit and failed
+            assert not any(ln.startswith("taken") for ln in w.lines)
+        finally:
+            pg_cluster.start()
+        with Workers(toml, n=1):
+            wait_until(lambda: any(ln.startswith("published") for ln in w.lines), 60, "published after the outage")
+    assert (drop / "done" / "during.wav").exists() and sha256(drop / "done" / "during.wav") == want
+    assert [j.asset_id for j in jobs_of(cfg)] == [want]

@@ -123,12 +123,12 @@ class Watcher:
         self.passes += 1
         self.unsettled = 0
         for src in self.sources:
-            try:
-                self._list_and_take(src)
-            except Exception as exc:  # the folder's disk or the bucket is down (OSError, botocore): next pass
-                log.warning("watch: %s: %s: %s", printable(src.name), type(exc).__name__, exc)
-                self.unsettled += 1
-            self._finish(src)
+            for part in (self._list_and_take, self._finish):
+                try:
+                    part(src)
+                except Exception as exc:  # the disk, the bucket or the catalog is down (OSError, botocore,
+                    log.warning("watch: %s: %s: %s", printable(src.name), type(exc).__name__, exc)  # psycopg)
+                    self.unsettled += 1  # so --once does not end on an error: the next pass tries again
 
     def open_jobs(self) -> int:
         return sum(len(self.ledger.open_jobs(s.name)) for s in self.sources)
