@@ -75,3 +75,37 @@ def test_a_transient_storage_error_is_retried_with_backoff_then_failed(tmp_path:
     assert at[2] - at[1] >= 0.5 and at[4] - at[3] >= 1.0, at
     assert [e.type for e in queue.events_since(0)] == ["failed"]
     queue.close()
+
+
+def test_taken_down_bytes_from_a_bucket_are_refused_once_fetched_unless_forced(
+        tmp_path: Path, pg_url: str, moto_server) -> None:
+    """A bucket master is not hashed at submit: the job hashes it once fetched and refuses bytes
+    that were taken down (code asset_taken_down, not retried); a forced submit publishes them again."""
+    import uuid
+
+    import boto3
+
+    from tonearm.app.jobs import Tombstoned
+
+    cfg, env = queue_setup(tmp_path, pg_url)
+    env["TONEARM_STORAGE_S3_ENDPOINT_URL"] = moto_server.base_url
+    client = boto3.client("s3", endpoint_url=moto_server.base_url, region_name="us-east-1")
+    bucket = f"masters-{uuid.uuid4().hex[:8]}"
+    client.create_bucket(Bucket=bucket)
+    master = make_master(tmp_path / "a.flac", seconds=2)
+    client.upload_file(str(master), bucket, "in/a.flac")
+    queue = open_queue(cfg)
+    for pool in workers(env, tmp_path):
+        pool.start()
+        first = queue.wait([queue.submit(f"s3://{bucket}/in/a.flac", origin="bucket").id], timeout=90)[0]
+        assert first.state is JobState.PUBLISHED and first.asset_id, (first.state, first.error_message)
+        queue.take_down(first.asset_id)
+        with pytest.raises(Tombstoned):
+            queue.submit(str(master))  # a local copy is hashed at submit and refused there
+        again = queue.wait([queue.submit(f"s3://{bucket}/in/a.flac", origin="bucket").id], timeout=90)[0]
+        assert again.state is JobState.FAILED and again.error_code == "asset_taken_down" and again.attempts == 1
+        assert again.asset_id == first.asset_id
+        forced = queue.wait([queue.submit(str(master), force=True).id], timeout=90)[0]
+        assert forced.state is JobState.PUBLISHED and not queue.is_tombstoned(first.asset_id)
+    assert [e.type for e in queue.events_since(0)] == ["published", "taken_down", "failed", "published"]
+    queue.close()

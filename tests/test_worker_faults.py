@@ -43,9 +43,20 @@ def _job_processes(marker: str, *, busy: bool = False) -> list[int]:
                 env = Path(f"/proc/{entry}/environ").read_bytes()
             except OSError:
                 continue
-            if b"tonearm.app.tasks" in cmd and marker.encode() in env and (not busy or descendants(int(entry))):
+            if b"tonearm.app.tasks" in cmd and marker.encode() in env and (not busy or _on_a_job(int(entry), marker)):
                 found.append(int(entry))
     return found
+
+
+def _on_a_job(pid: int, marker: str) -> bool:
+    """The job process has started an ffmpeg on this test's files (a spare only probes ffmpeg -version)."""
+    for child in descendants(pid):
+        try:
+            if marker.encode() in Path(f"/proc/{child}/cmdline").read_bytes():
+                return True
+        except OSError:
+            continue
+    return False
 
 
 def test_kill_9_of_a_worker_mid_encode_leaves_no_ffmpeg_and_another_worker_finishes(

@@ -142,11 +142,12 @@ class PgQueue:
         job_id = uuid.uuid4().hex
         pq_id = None
         if state is JobState.QUEUED:
-            lock = _asset_lock(asset_id) if asset_id else None
+            lock = _asset_lock(asset_id) if asset_id else None  # one running job per asset, whatever its kind
+            waiting = f"{kind}:{asset_id}" if asset_id else None  # one waiting job per asset and kind
             pq_id = db.execute(
                 "SELECT unnest(procrastinate_defer_jobs_v1(ARRAY[ROW(%s, %s, %s, %s, %s, %s::jsonb, NULL)"
                 "::procrastinate_job_to_defer_v1]))",
-                (QUEUE, TASK, priority, lock, lock, json.dumps({"job_id": job_id}))).fetchone()[0]
+                (QUEUE, TASK, priority, lock, waiting, json.dumps({"job_id": job_id}))).fetchone()[0]
         row = db.execute(
             "INSERT INTO tonearm_jobs(id, kind, state, source, filename, origin, priority, asset_id, pq_id,"
             f" created_at, updated_at, finished_at) VALUES (%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s,%s) RETURNING {JOB_COLUMNS}",

@@ -90,12 +90,49 @@ def run(cfg: Config, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]
         except Exception as exc:  # the bucket or the network: transient, the worker retries
             err = JobError(code="storage_error", message=f"cannot fetch {job['source']}: {type(exc).__name__}: {exc}")
             return JobResult(source=job["source"], outcome=Outcome.FAILED, error=err)
+        if job["source"].startswith("s3://"):  # not hashed at submit: hashed here, before any work
+            refused = _taken_down(ctx, path, emit)
+            if refused is not None:
+                return refused
         return process(ctx, path)
+
+
+def _taken_down(ctx: Context, path: Path, emit: Callable[[dict[str, Any]], None]) -> JobResult | None:
+    """A fetched master whose bytes were taken down is refused (a forced submit removed the tombstone)."""
+    from ingest import Rejected, content_id
+
+    try:
+        asset_id = content_id(path, max_bytes=ctx.cfg.ingest.max_bytes)
+    except (Rejected, OSError):
+        return None  # process() reports it
+    emit({"asset_id": asset_id})
+    if ctx.cfg.catalog.is_postgres:
+        hit = ctx.catalog.run(lambda db: db.execute(  # type: ignore[attr-defined]
+            "SELECT 1 FROM tonearm_tombstones WHERE asset_id=%s", (asset_id,)).fetchone())
+    else:
+        import sqlite3
+        from contextlib import closing
+
+        with closing(sqlite3.connect(ctx.cfg.catalog_path, timeout=30)) as db:
+            try:
+                hit = db.execute("SELECT 1 FROM tombstones WHERE asset_id=?", (asset_id,)).fetchone()
+            except sqlite3.OperationalError:  # no tombstones table: nothing was ever taken down
+                hit = None
+    if not hit:
+        return None
+    err = JobError(code="asset_taken_down", message=f"asset {asset_id} was taken down: submit with force to re-ingest")
+    return JobResult(source=str(path), outcome=Outcome.FAILED, asset_id=asset_id, error=err)
 
 
 def main() -> int:
     parent = os.getppid()
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+    try:  # while waiting for a job (a worker's spare): probe ffmpeg now, not in the job's time
+        from tonearm.core.ffmpeg import locate
+
+        locate(sys.argv[1] if len(sys.argv) > 1 else "")
+    except TonearmError:
+        pass  # the job reports it
     emit = _emitter(os.dup(1))
     os.dup2(2, 1)  # print() and friends go to stderr: stdout is the protocol
     sys.stdout = sys.stderr

@@ -83,7 +83,7 @@ class Runner:
 
     async def _spawn(self) -> asyncio.subprocess.Process:
         return await asyncio.create_subprocess_exec(  # from the loop's thread: PR_SET_PDEATHSIG is tied to it
-            sys.executable, "-m", "tonearm.app.tasks", stdin=asyncio.subprocess.PIPE,
+            sys.executable, "-m", "tonearm.app.tasks", self.cfg.ffmpeg.path, stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE, start_new_session=True, preexec_fn=die_with_parent)
 
     def warm(self) -> None:
@@ -133,7 +133,7 @@ class Runner:
                     proc = await self._spawn()
             self.children[job_id] = proc.pid
             result, cancelled = await self._follow(job_id, proc)
-            rc = await proc.wait()
+            rc = 0 if result is not None else await proc.wait()  # with an outcome, reaped after recording it
         except BaseException as exc:  # shutdown past --drain, or our own failure: kill the run, hand the job back
             _kill(proc.pid)
             await proc.wait()
@@ -144,7 +144,15 @@ class Runner:
             raise Retry(self._backoff(1), f"{type(exc).__name__}: {exc}") from exc
         finally:
             self.children.pop(job_id, None)
-        await self._outcome(job_id, job, result, cancelled, rc, time.monotonic() - t0)
+        try:
+            await self._outcome(job_id, job, result, cancelled, rc, time.monotonic() - t0)
+        finally:
+            if proc.returncode is None:  # it exits by itself after its last line; never left behind
+                try:
+                    await asyncio.wait_for(proc.wait(), 30)
+                except asyncio.TimeoutError:
+                    _kill(proc.pid)
+                    await proc.wait()
 
     async def _follow(self, job_id: str, proc: asyncio.subprocess.Process) -> tuple[dict | None, bool]:
         """Relay the child's lines to the job row; kill it when the job is cancelled."""
@@ -170,7 +178,10 @@ class Runner:
                 elif "progress" in msg and isinstance(msg["progress"], dict):
                     progress = {str(k): float(v) for k, v in msg["progress"].items()}
                 elif "result" in msg:
-                    result = msg["result"]
+                    await asyncio.to_thread(self.queue.beat, job_id, state=state, progress=progress)
+                    return msg["result"], False
+                elif isinstance(msg.get("asset_id"), str):  # a bucket master, hashed once fetched
+                    await asyncio.to_thread(self.queue.beat, job_id, asset_id=msg["asset_id"][:64])
             if time.monotonic() >= next_beat:
                 cancel = await asyncio.to_thread(self.queue.beat, job_id, state=state, progress=progress)
                 state, progress, next_beat = None, None, time.monotonic() + self.cfg.jobs.poll_s
