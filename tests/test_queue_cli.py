@@ -3,6 +3,8 @@ metrics, and priorities (new releases before back-catalogue), with a real worker
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import subprocess
@@ -15,6 +17,9 @@ from fixtures_pg import free_port
 from fixtures_queue import ROOT, make_master, queue_setup, wait_for, workers
 
 from tonearm.app.jobs import PRIORITY_BACK_CATALOGUE, PRIORITY_NEW_RELEASE, JobState, open_queue
+
+# real worker processes and whole-pipeline runs: make test, not make test-fast
+pytestmark = pytest.mark.slow
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:

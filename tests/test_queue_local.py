@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import shutil
 import time
 from pathlib import Path
@@ -10,6 +12,9 @@ from fixtures_queue import ffmpeg_processes, make_master, queue_setup, wait_for
 
 from tonearm.app.jobs import JobState, Tombstoned, open_queue
 from tonearm.app.queue_local import LocalQueue
+
+# real worker processes and whole-pipeline runs: make test, not make test-fast
+pytestmark = pytest.mark.slow
 
 
 def test_local_queue_runs_dedupes_cancels_and_tombstones(tmp_path: Path) -> None:

@@ -12,6 +12,9 @@ from tonearm.app.jobs import JobState, open_queue
 from tonearm.core.catalog_open import open_catalog
 from tonearm.core.model import AssetState
 
+# real worker processes and whole-pipeline runs: make test, not make test-fast
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture
 def setup(tmp_path: Path, pg_url: str) -> Iterator[tuple]:

@@ -16,7 +16,8 @@ from fixtures_queue import Workers, descendants, ffmpeg_processes, make_master, 
 
 from tonearm.app.jobs import JobState, open_queue
 
-pytestmark = pytest.mark.timeout(240)
+# real worker processes and whole-pipeline runs: make test, not make test-fast
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
 
 @pytest.fixture
