@@ -59,7 +59,7 @@ def system(request, tmp_path_factory):
         if pg:
             workers.start("--concurrency", "1")
         api = servers["api"]
-        master = make_master(tmp / "master.flac", seconds=7.0, freq=523.0)
+        master = make_master(tmp / "master.flac", seconds=4.0, freq=523.0)
         resp = requests.post(f"{api.base_url}/v1/uploads?filename=master.flac", data=master.read_bytes(),
                              headers=bearer(keys["ingest"]), timeout=30)
         assert resp.status_code == 202, resp.text

@@ -132,7 +132,7 @@ class S3Storage:
         bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
         existed = self.is_published(asset_id)
         self.client.delete_object(Bucket=bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
-        if grace_s > 0:
+        if grace_s > 0 and existed:  # nothing was served: nothing to wait for
             time.sleep(grace_s)
         for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
