@@ -14,7 +14,7 @@ import pytest
 from tonearm.core import storage as storage_mod
 from tonearm.core.config import Config, StorageConfig
 from tonearm.core.s3storage import S3Storage, object_key
-from tonearm.core.storage import DESCRIPTOR, LocalStorage, exchange_paths
+from tonearm.core.storage import DESCRIPTOR, LocalStorage, NotPublished, exchange_paths
 
 AID = "a" * 64
 BUCKET = "api-storage"
@@ -94,13 +94,20 @@ def test_local_replace_is_one_atomic_exchange(tmp_path: Path) -> None:
     assert [p.name for p in (st.root / "staging").iterdir()] == []  # every old version deleted
 
 
-def test_local_replace_of_an_unpublished_asset_publishes_it(tmp_path: Path) -> None:
+def test_replace_of_an_unpublished_asset_is_refused(tmp_path: Path) -> None:
+    """A rebuild finishing after a takedown must not publish the asset again."""
     st = LocalStorage(tmp_path / "data")
-    st.replace(AID, _stage(st, "v1"))
-    assert st.read_descriptor(AID) == {"version": "v1"}
+    staged = _stage(st, "v1")
+    with pytest.raises(NotPublished):
+        st.replace(AID, staged)
+    assert not st.is_published(AID) and not staged.exists()
+    st.publish(AID, _stage(st, "v0"))
+    st.unpublish(AID)
+    with pytest.raises(NotPublished):
+        st.replace(AID, _stage(st, "v2"))
+    assert not (st.published_root / AID).exists()
     with pytest.raises(ValueError, match="asset.json"):
-        bad = st.new_staging(AID, "host:1")
-        st.replace(AID, bad)
+        st.replace(AID, st.new_staging(AID, "host:1"))
 
 
 @pytest.fixture(scope="module")
@@ -139,3 +146,14 @@ def test_s3_replace_uploads_the_new_version_and_drops_what_it_no_longer_has(s3) 
     assert st.read_descriptor(AID) == {"version": "v2"}
     assert st.unpublish(AID)
 
+
+
+@pytest.mark.slow
+def test_s3_replace_of_a_taken_down_asset_is_refused(s3) -> None:
+    st, _ = s3
+    st.publish(AID, _stage(st, "v1"))
+    st.unpublish(AID)
+    with pytest.raises(NotPublished):
+        st.replace(AID, _stage(st, "v2"))
+    assert not st.is_published(AID)
+    assert st.client.list_objects_v2(Bucket=BUCKET, Prefix=object_key(st.scfg, AID, ""))["KeyCount"] == 0

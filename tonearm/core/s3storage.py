@@ -21,7 +21,7 @@ from typing import Any, BinaryIO, Callable
 
 from tonearm.core.config import Config, StorageConfig
 from tonearm.core.media_types import type_of
-from tonearm.core.storage import DESCRIPTOR, LocalStorage, publish_order
+from tonearm.core.storage import DESCRIPTOR, LocalStorage, NotPublished, publish_order
 
 __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
@@ -146,6 +146,9 @@ class S3Storage:
         the old version's objects the new one does not have are deleted.  An object store has no atomic swap,
         so a player mid-stream may meet a segment of the new version under an old playlist's name."""
         bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
+        if not self.is_published(asset_id):  # taken down meanwhile: a rebuild must not publish it again
+            shutil.rmtree(staged, ignore_errors=True)
+            raise NotPublished(f"asset {asset_id} is not published (taken down?): nothing to replace")
         before = {o["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
             Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])}
         now = {object_key(self.scfg, asset_id, p.relative_to(staged).as_posix())

@@ -28,6 +28,8 @@ import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol
 
+from tonearm.core.errors import TonearmError
+
 DESCRIPTOR = "asset.json"
 ASSET_ID_RE = re.compile(r"^[0-9a-f]{64}$")
 MANIFEST_SUFFIXES = (".m3u8", ".mpd")
@@ -61,7 +63,7 @@ class Storage(Protocol):
     def read_descriptor(self, asset_id: str) -> dict[str, Any] | None: ...
     def list_published(self) -> list[str]: ...  # folder names that hold a descriptor
     def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool: ...  # descriptor first, then media
-    def replace(self, asset_id: str, staged: Path) -> None: ...  # a rebuilt version, swapped in at once
+    def replace(self, asset_id: str, staged: Path) -> None: ...  # a rebuilt version swapped in (NotPublished)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -117,6 +119,12 @@ def exchange_paths(a: Path, b: Path) -> bool:
     if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
         return False
     raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+class NotPublished(TonearmError):
+    """``replace`` of an asset that is not published (taken down while it was being rebuilt)."""
+
+    code = "not_published"
 
 
 class LocalStorage:
@@ -219,8 +227,9 @@ class LocalStorage:
         final = self.published_root / asset_id
         if not (staged / DESCRIPTOR).is_file():
             raise ValueError(f"staged asset {staged} has no {DESCRIPTOR}; refusing to publish")
-        if not final.exists():
-            return self.publish(asset_id, staged)
+        if not (final / DESCRIPTOR).is_file():  # taken down meanwhile: a rebuild must not publish it again
+            shutil.rmtree(staged, ignore_errors=True)
+            raise NotPublished(f"asset {asset_id} is not published (taken down?): nothing to replace")
         if not exchange_paths(staged, final):  # no atomic exchange here: two renames, a gap of one syscall
             old = staged.with_name(staged.name + ".old")
             os.rename(final, old)
