@@ -125,6 +125,8 @@ def _get(url: str) -> bytes:
     return r.content
 
 
+# make test's budget: the SQLite variant (the API's own pool rebuilds) runs in make bench (-m long)
+@pytest.mark.parametrize("system", [pytest.param("sqlite", marks=pytest.mark.long), "postgres"], indirect=True)
 def test_repackage_swaps_versions_while_players_keep_playing_the_old_one(system) -> None:
     api, origin, keys, asset = system["api"], system["origin"], system["keys"], system["asset"]
     old = asset_urls(origin.base_url, asset)
