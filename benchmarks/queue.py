@@ -12,7 +12,11 @@ and data dir each, and the same master files:
   (``JobQueue.submit`` + ``wait``): wall time from the first submit to the last job published.
 
 Overhead = queue / batch - 1 (target: at most 3 % of wall time); ``overhead_cold`` also counts the
-workers' start-up, as the batch's wall time counts its pool's.  Also reported: submit latency per
+workers' start-up, as the batch's wall time counts its pool's; ``overhead_cpu`` compares the CPU
+seconds of every process each run started (robust on a shared machine, where wall time is not; the
+queue's include the workers' own start and their last, unused spare job process; PostgreSQL's own
+CPU is in neither).  ``added_s``: per job, its run's wall time minus the pipeline's own (what the
+worker, the job process and the catalog writes add around it).  Also reported: submit latency per
 job and pickup latency (submit to the job's first stage).  Results: ``benchmarks/results/queue.json``.
 With ``--rounds`` > 1 the runs alternate (batch, queue, batch, ...) and medians are reported, since
 the machine may be shared.
@@ -23,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -62,18 +67,28 @@ def config(data: Path, url: str) -> tuple[Config, dict[str, str]]:
     return load(None, env=env), env
 
 
+def _cpu() -> float:
+    """CPU seconds of this process and of every descendant reaped so far (pool workers, job
+    processes, ffmpeg): what a run cost, whatever else the machine was doing."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_batch(cfg: Config, masters: list[Path], workers: int) -> dict[str, Any]:
+    c0 = _cpu()
     t0 = time.monotonic()
     results = list(process_many(cfg, masters, jobs=workers))
     wall = time.monotonic() - t0
+    cpu = _cpu() - c0
     bad = [r for r in results if r.outcome.value != "published"]
     assert not bad, [(r.source, r.error) for r in bad]
-    return {"wall_s": wall, "per_job_s": [r.seconds for r in results]}
+    return {"wall_s": wall, "cpu_s": cpu, "per_job_s": [r.seconds for r in results]}
 
 
 def run_queue(cfg: Config, env: dict[str, str], masters: list[Path], workers: int, logs: Path) -> dict[str, Any]:
     queue = open_queue(cfg)
     procs = []
+    c0 = _cpu()
     cold0 = time.monotonic()
     try:
         for i in range(workers):
@@ -98,8 +113,9 @@ def run_queue(cfg: Config, env: dict[str, str], masters: list[Path], workers: in
         rows = queue.db.run(lambda db: db.execute(  # type: ignore[attr-defined]
             "SELECT j.started_at - j.created_at, j.finished_at - j.started_at, (e.data->>'seconds')::float"
             " FROM tonearm_jobs j JOIN tonearm_events e ON e.job_id = j.id AND e.type = 'published'").fetchall())
-        return {"wall_s": wall, "added_s": [r[1] - r[2] for r in rows], "pipeline_s": [r[2] for r in rows], "cold_wall_s": time.monotonic() - cold0, "submit_ms": [1000 * s for s in submits], "pickup_s": sorted(r[0] for r in rows),
-                "run_s": [r[1] for r in rows]}
+        result = {"wall_s": wall, "added_s": [r[1] - r[2] for r in rows], "pipeline_s": [r[2] for r in rows],
+                  "cold_wall_s": time.monotonic() - cold0, "submit_ms": [1000 * s for s in submits],
+                  "pickup_s": sorted(r[0] for r in rows), "run_s": [r[1] for r in rows]}
     finally:
         for p in procs:
             p.terminate()
@@ -109,6 +125,8 @@ def run_queue(cfg: Config, env: dict[str, str], masters: list[Path], workers: in
             except subprocess.TimeoutExpired:
                 p.kill()
         queue.close()
+    result["cpu_s"] = _cpu() - c0  # the workers and their job processes, reaped by now
+    return result
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,9 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     queue_s = statistics.median(q["wall_s"] for q in queues)
     overhead = queue_s / batch_s - 1
     cold_s = statistics.median(q["cold_wall_s"] for q in queues)
+    cpu_b = statistics.median(b["cpu_s"] for b in batches)
+    cpu_q = statistics.median(q["cpu_s"] for q in queues)
     result = {
         "masters": args.masters, "seconds_each": args.seconds, "workers": args.workers, "rounds": args.rounds,
         "batch_wall_s": round(batch_s, 2), "queue_wall_s": round(queue_s, 2), "overhead": round(overhead, 4),
+        "batch_cpu_s": round(cpu_b, 2), "queue_cpu_s": round(cpu_q, 2), "overhead_cpu": round(cpu_q / cpu_b - 1, 4),
         "queue_cold_wall_s": round(cold_s, 2), "overhead_cold": round(cold_s / batch_s - 1, 4),
         "batch_rounds_s": [round(b["wall_s"], 2) for b in batches], "queue_rounds_s": [round(q["wall_s"], 2) for q in queues],
         "target": TARGET, "pass": overhead <= TARGET,
@@ -162,7 +183,8 @@ def main(argv: list[str] | None = None) -> int:
           f"{'pass' if result['pass'] else 'MISS'}; {100 * result['overhead_cold']:+.1f} % counting the workers' start); submit {result['submit_ms_median']} ms, first pickup "
           f"{result['pickup_s_first']} s; per job {result['run_s_median']} s queued vs "
           f"{result['batch_job_s_median']} s batch; the queue adds {result['added_s_median']} s per job "
-          f"({100 * result['added_fraction']:.1f} % of the jobs' own time) -> {out}", flush=True)
+          f"({100 * result['added_fraction']:.1f} % of the jobs' own time); CPU: batch {cpu_b:.1f} s, queue {cpu_q:.1f} s "
+          f"({100 * result['overhead_cpu']:+.1f} %) -> {out}", flush=True)
     return 0
 
 

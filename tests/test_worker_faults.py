@@ -181,7 +181,7 @@ def test_failover_postgres_restart_while_workers_run_loses_no_job(
     ends published, none twice, and the workers reconnect and take new jobs."""
     cfg, _env, queue = setup
     marker = str(tmp_path / "data")
-    jobs = [queue.submit(str(make_master(tmp_path / f"m{i}.flac", seconds=12, freq=300 + 50 * i))) for i in range(3)]
+    jobs = [queue.submit(str(make_master(tmp_path / f"m{i}.flac", seconds=8, freq=300 + 50 * i))) for i in range(3)]
     procs = [pool.start(), pool.start()]
     wait_for(lambda: ffmpeg_processes(marker), 90, "a worker encoding")
     pg_cluster.restart(down_s=2.0)
