@@ -215,20 +215,3 @@ def test_sigterm_hands_a_running_job_back_after_the_drain_time(setup: tuple, poo
     assert done.state is JobState.PUBLISHED and done.attempts == 2
     deaths = queue.db.run(lambda db: db.execute("SELECT deaths FROM tonearm_jobs WHERE id=%s", (job.id,)).fetchone())
     assert deaths == (0,)
-
-
-def test_a_takedown_stops_the_running_job_of_those_bytes(setup: tuple, pool: Workers, tmp_path: Path) -> None:
-    """take_down() while the asset's bytes are being encoded: the job is stopped (ffmpeg killed,
-    job cancelled) instead of publishing after the takedown, and the bytes are refused from then on."""
-    cfg, _env, queue = setup
-    marker = str(tmp_path / "data")
-    job = queue.submit(str(make_master(tmp_path / "long.flac", seconds=30)))
-    pool.start()
-    wait_for(lambda: queue.get(job.id).state is JobState.TRANSCODING and ffmpeg_processes(marker), 90,
-             "the job's encoder")
-    queue.take_down(job.asset_id)
-    wait_for(lambda: not ffmpeg_processes(marker) or None, 5, "ffmpeg to be killed")
-    done = queue.wait([job.id], timeout=10)[0]
-    assert done.state is JobState.CANCELLED
-    assert not any((tmp_path / "data").rglob("asset.json"))  # nothing published
-    assert [e.type for e in queue.events_since(0)] == ["taken_down"]

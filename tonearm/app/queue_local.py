@@ -172,13 +172,6 @@ class LocalQueue:
             db.execute("INSERT OR IGNORE INTO tombstones(asset_id, at) VALUES (?, ?)", (asset_id, time.time()))
             db.execute("DELETE FROM assets WHERE id=?", (asset_id,))
             db.execute("INSERT INTO job_events(type, asset_id, at) VALUES ('taken_down', ?, ?)", (asset_id, time.time()))
-            live = db.execute("SELECT id, running FROM jobs WHERE asset_id=? AND kind='ingest' AND state IN (%s)"
-                              % ",".join("?" * len(LIVE)), (asset_id, *LIVE)).fetchall()
-            for job_id, running in live:  # live jobs of these bytes stop (running ones within [jobs] poll_s)
-                if running:
-                    db.execute("UPDATE jobs SET cancel_requested=1 WHERE id=?", (job_id,))
-                else:
-                    _finish(db, job_id, JobState.CANCELLED, "asset_taken_down", "the asset was taken down")
 
     def is_tombstoned(self, asset_id: str) -> bool:
         with self._tx() as db:

@@ -232,17 +232,6 @@ class PgQueue:
             db.execute("DELETE FROM assets WHERE id=%s", (asset_id,))
             db.execute("INSERT INTO tonearm_events(type, asset_id, job_id, at, data) VALUES ('taken_down', %s,"
                        " NULL, %s, '{}')", (asset_id, time.time()))
-            # live ingest jobs of these bytes stop: waiting ones now, running ones within [jobs] poll_s
-            live = db.execute("SELECT id, pq_id, running FROM tonearm_jobs WHERE asset_id=%s AND kind='ingest' AND"
-                              " state <> ALL(%s) FOR UPDATE", (asset_id, [s.value for s in TERMINAL])).fetchall()
-            for job_id, pq_id, running in live:
-                if pq_id is not None:
-                    db.execute("UPDATE procrastinate_jobs SET status='cancelled' WHERE id=%s AND status='todo'",
-                               (pq_id,))
-                if running:
-                    db.execute("UPDATE tonearm_jobs SET cancel_requested=true WHERE id=%s", (job_id,))
-                else:
-                    _finish(db, job_id, JobState.CANCELLED, "asset_taken_down", "the asset was taken down")
 
         self.db.run(tx)
 
