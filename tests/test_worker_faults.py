@@ -215,3 +215,20 @@ def test_sigterm_hands_a_running_job_back_after_the_drain_time(setup: tuple, poo
     assert done.state is JobState.PUBLISHED and done.attempts == 2
     deaths = queue.db.run(lambda db: db.execute("SELECT deaths FROM tonearm_jobs WHERE id=%s", (job.id,)).fetchone())
     assert deaths == (0,)
+
+
+def test_a_job_in_flight_when_its_bytes_are_taken_down_does_not_publish(
+        setup: tuple, pool: Workers, tmp_path: Path) -> None:
+    """take_down() while the bytes are being encoded, and nobody cancels the job: the job process looks
+    again just before publishing and refuses (asset_taken_down); nothing is published."""
+    cfg, _env, queue = setup
+    marker = str(tmp_path / "data")
+    job = queue.submit(str(make_master(tmp_path / "long.flac", seconds=20)))
+    pool.start()
+    wait_for(lambda: queue.get(job.id).state is JobState.TRANSCODING and ffmpeg_processes(marker), 90,
+             "the job's encoder")
+    queue.take_down(job.asset_id)
+    done = queue.wait([job.id], timeout=90)[0]
+    assert done.state is JobState.FAILED and done.error_code == "asset_taken_down", (done.state, done.error_code)
+    assert not any((tmp_path / "data").rglob("asset.json"))  # nothing published
+    assert [e.type for e in queue.events_since(0)] == ["taken_down", "failed"]

@@ -24,6 +24,7 @@ from typing import Any, Callable
 
 import msgspec
 
+from tonearm.app.job_types import Tombstoned
 from tonearm.app.pipeline import Context, JobResult, Outcome, process, repackage
 from tonearm.core.config import Config, _dec_hook
 from tonearm.core.errors import TonearmError
@@ -73,6 +74,7 @@ def _fetch(cfg: Config, source: str, filename: str, into: Path) -> Path:
 def run(cfg: Config, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]) -> JobResult:
     ctx = Context.from_config(cfg)
     last = [0.0]
+    known = {"asset_id": job.get("asset_id")}
 
     def progress(p: dict[str, float]) -> None:
         now = time.monotonic()
@@ -80,7 +82,14 @@ def run(cfg: Config, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]
             last[0] = now
             emit({"progress": {k: round(v, 4) for k, v in p.items()}})
 
-    ctx.on_stage = lambda name: emit({"stage": name})
+    def stage(name: str) -> None:
+        emit({"stage": name})
+        # a takedown while the job ran: the last look before the asset goes public
+        if name == "publishing" and job["kind"] == "ingest" and known["asset_id"] and \
+                _tombstoned(ctx, known["asset_id"]):
+            raise Tombstoned(f"asset {known['asset_id']} was taken down while this job built it; not publishing")
+
+    ctx.on_stage = stage
     ctx.on_progress = progress
     if job["kind"] == "repackage":
         return repackage(ctx, job["asset_id"])
@@ -91,37 +100,34 @@ def run(cfg: Config, job: dict[str, Any], emit: Callable[[dict[str, Any]], None]
             err = JobError(code="storage_error", message=f"cannot fetch {job['source']}: {type(exc).__name__}: {exc}")
             return JobResult(source=job["source"], outcome=Outcome.FAILED, error=err)
         if job["source"].startswith("s3://"):  # not hashed at submit: hashed here, before any work
-            refused = _taken_down(ctx, path, emit)
-            if refused is not None:
-                return refused
+            from ingest import Rejected, content_id
+
+            try:
+                known["asset_id"] = content_id(path, max_bytes=cfg.ingest.max_bytes)
+            except (Rejected, OSError):
+                pass  # process() reports it
+            if known["asset_id"]:
+                emit({"asset_id": known["asset_id"]})
+                if _tombstoned(ctx, known["asset_id"]):
+                    err = JobError(code="asset_taken_down",
+                                   message=f"asset {known['asset_id']} was taken down: submit with force to re-ingest")
+                    return JobResult(source=str(path), outcome=Outcome.FAILED, asset_id=known["asset_id"], error=err)
         return process(ctx, path)
 
 
-def _taken_down(ctx: Context, path: Path, emit: Callable[[dict[str, Any]], None]) -> JobResult | None:
-    """A fetched master whose bytes were taken down is refused (a forced submit removed the tombstone)."""
-    from ingest import Rejected, content_id
-
-    try:
-        asset_id = content_id(path, max_bytes=ctx.cfg.ingest.max_bytes)
-    except (Rejected, OSError):
-        return None  # process() reports it
-    emit({"asset_id": asset_id})
+def _tombstoned(ctx: Context, asset_id: str) -> bool:
+    """Whether these bytes were taken down (a forced submit removes the tombstone first)."""
     if ctx.cfg.catalog.is_postgres:
-        hit = ctx.catalog.run(lambda db: db.execute(  # type: ignore[attr-defined]
-            "SELECT 1 FROM tonearm_tombstones WHERE asset_id=%s", (asset_id,)).fetchone())
-    else:
-        import sqlite3
-        from contextlib import closing
+        return bool(ctx.catalog.run(lambda db: db.execute(  # type: ignore[attr-defined]
+            "SELECT 1 FROM tonearm_tombstones WHERE asset_id=%s", (asset_id,)).fetchone()))
+    import sqlite3
+    from contextlib import closing
 
-        with closing(sqlite3.connect(ctx.cfg.catalog_path, timeout=30)) as db:
-            try:
-                hit = db.execute("SELECT 1 FROM tombstones WHERE asset_id=?", (asset_id,)).fetchone()
-            except sqlite3.OperationalError:  # no tombstones table: nothing was ever taken down
-                hit = None
-    if not hit:
-        return None
-    err = JobError(code="asset_taken_down", message=f"asset {asset_id} was taken down: submit with force to re-ingest")
-    return JobResult(source=str(path), outcome=Outcome.FAILED, asset_id=asset_id, error=err)
+    with closing(sqlite3.connect(ctx.cfg.catalog_path, timeout=30)) as db:
+        try:
+            return bool(db.execute("SELECT 1 FROM tombstones WHERE asset_id=?", (asset_id,)).fetchone())
+        except sqlite3.OperationalError:  # no tombstones table: nothing was ever taken down
+            return False
 
 
 def main() -> int:
