@@ -23,8 +23,25 @@ pytestmark = pytest.mark.slow
 
 
 def _cli(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tonearm.app.cli", *args], env={**os.environ, **env}, cwd=ROOT,
-                          capture_output=True, text=True, timeout=timeout)
+    """``tonearm ARGS`` run in this process (main(), as the console script runs it) with ``env`` set."""
+    import contextlib
+    import io
+
+    from tonearm.app.cli import main
+
+    saved = {k: os.environ.get(k) for k in env}
+    out, err = io.StringIO(), io.StringIO()
+    os.environ.update(env)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            rc = main(list(args))
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return subprocess.CompletedProcess(list(args), rc, out.getvalue(), err.getvalue())
 
 
 def test_cli_metrics_and_priorities_on_a_shared_catalog(tmp_path: Path, pg_url: str) -> None:
