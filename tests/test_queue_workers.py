@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
-from fixtures_queue import Workers, make_master, queue_setup, workers
+from fixtures_queue import Workers, make_master, queue_setup, wait_for, workers
 
 from tonearm.app.jobs import JobState, open_queue
 from tonearm.core.catalog_open import open_catalog
@@ -32,10 +32,11 @@ def pool(setup: tuple, tmp_path: Path) -> Iterator[Workers]:
 def test_two_workers_publish_each_asset_once(setup: tuple, pool: Workers, tmp_path: Path) -> None:
     cfg, _env, queue = setup
     masters = [make_master(tmp_path / f"m{i}.flac", seconds=3, freq=300 + 100 * i) for i in range(4)]
+    pool.start()
+    pool.start()
+    wait_for(lambda: queue.stats()["workers"] == 2, 60, "both workers to register")  # neither starts first
     jobs = [queue.submit(str(m), priority=i) for i, m in enumerate(masters)]
-    assert all(j.state is JobState.QUEUED and j.asset_id for j in jobs)
-    pool.start()
-    pool.start()
+    assert all(j.state in (JobState.QUEUED, JobState.VALIDATING) and j.asset_id for j in jobs)
     done = queue.wait([j.id for j in jobs], timeout=120)
     assert [j.state for j in done] == [JobState.PUBLISHED] * 4, [(j.state, j.error_code, j.error_message) for j in done]
     catalog = open_catalog(cfg)
