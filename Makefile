@@ -12,7 +12,7 @@ PORT   ?= 8080
 # processes on two cores nearly halve the wall time (TEST_WORKERS=0 runs in one process).
 TEST_WORKERS ?= 2
 
-.PHONY: run venv test test-fast test-deps bench capacity clean doctor
+.PHONY: run venv test test-fast test-deps bench capacity clean doctor service
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,14 @@ test-fast: test-deps
 bench: test-deps
 	$(PY) -m pytest -ra -m long
 	$(PY) -m benchmarks.run $(BENCH_ARGS)
+	$(PY) -m benchmarks.latency $(LATENCY_ARGS)
+	$(PY) -m benchmarks.queue $(QUEUE_ARGS)
+
+# The ingest service on one machine, on loopback: PostgreSQL, the API, two workers, a drop-folder
+# watcher, the webhook sender and the origin; prints the URLs, the drop folder and an API key (README,
+# "Running the service"). Ctrl-C stops everything.
+service: venv
+	$(PY) -m tonearm.app.service $(SERVICE_ARGS)
 
 capacity: venv  ## the capacity model (README "Scale-out") from benchmarks/results/results.json
 	$(PY) -m benchmarks.capacity

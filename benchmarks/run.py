@@ -23,7 +23,6 @@ from typing import Any, Callable, Sequence
 
 from benchmarks import catalog, pipeline
 from benchmarks.edge import bench_edge
-from benchmarks.protection import bench_protection
 from benchmarks.harness import (
     HERE,
     QUICK,
@@ -37,6 +36,7 @@ from benchmarks.harness import (
     tool_version,
     url_lists,
 )
+from benchmarks.protection import bench_protection
 from benchmarks.report import write_report
 from benchmarks.servers import RssSampler, children, rss_kib
 from benchmarks.wrk import run_wrk

@@ -38,7 +38,7 @@ from aiohttp import web
 
 from origin.catalog_view import DescriptorCatalog
 from origin.signing import manifest_map, playback_paths, sign
-from tonearm.core.catalog import Catalog
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.config import Config
 from tonearm.core.model import AssetState
 from tonearm.core.storage import is_asset_id
@@ -79,12 +79,14 @@ class CatalogAPI:
 def _catalog(origin: "CatalogAPI") -> Any:
     """The catalog file beside local storage; on object storage the published descriptors (no local state)."""
     if origin.catalog is None:
-        if origin.cfg.storage.backend == "s3":
+        if origin.cfg.catalog.is_postgres:  # the shared catalog: every origin sees the same rows
+            origin.catalog = open_catalog(origin.cfg)
+        elif origin.cfg.storage.backend == "s3":  # no local state: the published descriptors in the bucket
             from tonearm.core.backends import open_storage
 
             origin.catalog = DescriptorCatalog(open_storage(origin.cfg, create=False))
         else:
-            origin.catalog = Catalog(origin.cfg.catalog_path)
+            origin.catalog = open_catalog(origin.cfg)  # the SQLite file beside local storage
     return origin.catalog
 
 

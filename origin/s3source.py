@@ -82,7 +82,8 @@ class S3Source:
                 return None
             if len(self._gates) > 10_000:
                 self._gates.clear()
-            self._gates[scope.asset_id] = now
+            if not gate_seen or rel == DESCRIPTOR:  # only a load that saw the descriptor vouches for the asset
+                self._gates[scope.asset_id] = now
             entry.checked = now
             if entry is not cached:
                 self.cache.put(entry)

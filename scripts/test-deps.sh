@@ -13,6 +13,8 @@ command -v wrk >/dev/null || need+=(wrk)
 # HAProxy 2.6 in front of the origins in the failover test (tests/fixtures_haproxy.py, deploy/haproxy.cfg).
 command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || need+=(haproxy)
 command -v node >/dev/null || need+=(nodejs npm)
+# PostgreSQL 15 for the shared catalog and the job queue (tests/fixtures_pg.py starts a throwaway cluster)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # GStreamer as a native HLS/DASH client (tests/test_players_gstreamer.py): the command-line tools, and
 # the plugins it needs (souphttpsrc, qtdemux: good; hlsdemux/dashdemux and adaptivedemux2: bad;
 # avdec_aac: libav; opusdec: base, a dependency of the others).

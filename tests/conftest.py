@@ -18,6 +18,7 @@ from fixtures_transcode import BINARIES
 
 if TYPE_CHECKING:
     from fixtures_packager import Packaged
+    from fixtures_pg import PgCluster
     from fixtures_players import Origin
     from fixtures_protection import Protected
     from fixtures_swift import Swift
@@ -142,7 +143,25 @@ def swift_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Swift]:
 
 
 @pytest.fixture(scope="session")
-def moto_server(swift_server: Swift) -> Swift:
-    """The S3 store's former name, kept so modules written against moto run on the real Swift unchanged
-    (``base_url``, credentials in the environment); new tests take ``swift_server``."""
-    return swift_server
+def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["PgCluster"]:
+    """A real PostgreSQL 15 on 127.0.0.1 and a free port (tests/fixtures_pg.py), once per session."""
+    from fixtures_pg import pg_available, remove_cluster, start_cluster
+
+    if (why := pg_available()) is not None:
+        pytest.skip(why)
+    # not under pytest's basetemp: its parents are root-only (0700) and other pytest runs prune them
+    import tempfile
+
+    cluster = start_cluster(Path(tempfile.mkdtemp(prefix="tonearm-pg-")) / "cluster")
+    try:
+        yield cluster
+    finally:
+        remove_cluster(cluster)
+
+
+@pytest.fixture
+def pg_url(pg_cluster: "PgCluster") -> Iterator[str]:
+    """A fresh, empty database on the session's cluster for one test (dropped afterwards)."""
+    url = pg_cluster.new_database()
+    yield url
+    pg_cluster.drop_database(url)

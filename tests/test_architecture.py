@@ -60,6 +60,7 @@ def test_no_module_is_longer_than_about_500_lines() -> None:
 
 def test_a_packager_failure_reaches_the_job_record_with_its_own_code(tmp_path: Path, monkeypatch) -> None:
     from fixtures_ingest import make
+
     from packager.errors import DemuxError
     from tonearm.app import pipeline
     from tonearm.core.catalog import Catalog
@@ -80,6 +81,7 @@ def test_a_packager_failure_reaches_the_job_record_with_its_own_code(tmp_path: P
 def test_adding_a_codec_is_one_table_entry(tmp_path: Path, monkeypatch) -> None:
     """An ALAC entry in the codec table reaches every reader of the table: nothing else is edited."""
     from fixtures_packager import master_info
+
     from manifests.hls import variant_order
     from packager.codecs import describe
     from tonearm.core import codecs

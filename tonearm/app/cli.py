@@ -22,12 +22,14 @@ from tqdm import tqdm
 from ingest.discover import discover
 from origin.server import serve
 from origin.signing import parse_ttl, playback_urls
+from tonearm.app import jobs_cli, watch, webhooks
+from tonearm.app.api import commands as api_commands
 from tonearm.app.batch import default_jobs, process_many
 from tonearm.app.demo import write_demo_master
 from tonearm.app.pipeline import Context, reject_unread
 from tonearm.core.backends import open_storage
-from tonearm.core.catalog import Catalog
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.catalog_rebuild import rebuild
 from tonearm.core.codecs import needed_encoders
 from tonearm.core.config import PROTECTION_SCHEMES, Config, ConfigError, load
@@ -72,6 +74,9 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     cfg = _config(args, **({"protection": {"scheme": args.protection}} if args.protection else {}))
     ctx = Context.from_config(cfg)
     items = discover([Path(p) for p in args.paths])
+    if cfg.catalog.is_postgres:  # a shared catalog: enqueue for the workers (rejections still recorded here)
+        return jobs_cli.ingest_queued(cfg, args, [i.path for i in items if i.error is None],
+                                      [reject_unread(ctx, i.path, i.error) for i in items if i.error])
     jobs = default_jobs() if args.jobs is None else args.jobs
     if jobs < 1:
         raise ConfigError(f"--jobs: must be at least 1, got {jobs}")
@@ -121,7 +126,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_assets(args: argparse.Namespace) -> int:
     cfg = _config(args)
-    for rec in Catalog(cfg.catalog_path).list(limit=args.limit, offset=args.offset):
+    for rec in open_catalog(cfg).list(limit=args.limit, offset=args.offset):
         title = (rec.info.get("tags") or {}).get("title") or rec.source_name
         print(f"{rec.id}  {rec.state.value:<12} {title}")
     return 0
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("ingest", help="validate, transcode, package and publish masters (files or folders)")
     s.add_argument("paths", nargs="+", help="files or folders")
     s.add_argument("--json", action="store_true", help="one JSON record per input on stdout")
+    jobs_cli.add_ingest_flags(s)  # --wait --timeout --priority --force (a PostgreSQL catalog: queued jobs)
     s.add_argument("--jobs", "-j", type=int, default=None,
                    help="masters processed at once, one worker process each (default: number of cores)")
     s.add_argument("--protection", choices=PROTECTION_SCHEMES, default=None,
@@ -219,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("asset")
     c.add_argument("--out", help="write it to this file (mode 0600) instead of stdout")
     c.set_defaults(func=cmd_protection_cpix)
+    watch.add_command(sub, _config)  # tonearm watch PATH|s3://... [--once]
+    webhooks.add_command(sub, _config)  # tonearm webhooks run|status
+    api_commands.add_command(sub, _config)  # tonearm api [--host --port]; tonearm keys create|list|revoke
+    jobs_cli.add_command(sub, _config)  # tonearm worker; tonearm jobs [cancel ID | watch]
     return p
 
 

@@ -21,7 +21,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ingest import Rejected, content_id, inspect
 from ingest.names import printable
@@ -30,9 +30,10 @@ from packager import package
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
+from tonearm.core.catalog_open import open_catalog
 from tonearm.core.config import PROTECTION_SCHEMES, Config, ConfigError
 from tonearm.core.errors import TonearmError
-from tonearm.core.ffmpeg import locate
+from tonearm.core.ffmpeg import locate, progress_to
 from tonearm.core.keys import open_keystore
 from tonearm.core.model import AssetState, JobError, MasterInfo
 from tonearm.core.storage import DESCRIPTOR, Storage, write_json_atomic
@@ -79,11 +80,19 @@ class Context:
     cfg: Config
     storage: Storage
     catalog: Catalog
+    # a job's observer (tonearm.app.tasks): stage names (validating, transcoding, packaging, publishing) and
+    # progress per rendition (0..1); the batch leaves them unset
+    on_stage: Callable[[str], None] | None = None
+    on_progress: Callable[[dict[str, float]], None] | None = None
+
+    def stage(self, name: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(name)
 
     @classmethod
     def from_config(cls, cfg: Config) -> "Context":
         storage = open_storage(cfg)
-        return cls(cfg=cfg, storage=storage, catalog=Catalog(cfg.catalog_path))
+        return cls(cfg=cfg, storage=storage, catalog=open_catalog(cfg))  # type: ignore[arg-type]
 
 
 def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, protection: str | None = None) -> JobResult:
@@ -133,13 +142,15 @@ def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: st
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
         try:
+            ctx.stage("validating")
             info = inspect(received, asset_id=asset_id, source_name=printable(path.name), ffmpeg=ffmpeg,
                            timeout=ctx.cfg.ffmpeg.timeout, limits=ctx.cfg.ingest)
         except Rejected as rej:
             return _quarantine(ctx, source, received, asset_id, rej.error, t0)
         stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
         ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
-        descriptor = _build(ctx, stored, info, ffmpeg, lease, protection or ctx.cfg.protection.scheme)
+        descriptor = _build(ctx, stored, info, ffmpeg, lease.owner, lease.check,
+                            scheme=protection or ctx.cfg.protection.scheme)
         ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
         return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
                          seconds=time.monotonic() - t0)
@@ -176,24 +187,31 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
                     details={"errno": exc.errno})
 
 
-def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper,
-           scheme: str = "none") -> dict[str, Any]:
-    """Encode, package and write manifests in staging, then publish in one step (if the lease still holds).
+def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, owner: str, check: Callable[[], None],
+           *, replace: bool = False, scheme: str = "none") -> dict[str, Any]:
+    """Encode, package and write manifests in staging, then publish in one step (if ``check`` passes:
+    the lease still holds); ``replace``: over the published version (repackage), the catalog row untouched.
 
-    A protected asset's content key is made (or, on a retried job, reused) in the key store before
-    packaging; only its scheme and key id reach the descriptor.
+    A protected asset's content key is made (or, on a retried job or a repackage, reused) in the key
+    store before packaging; only its scheme and key id reach the descriptor.
     """
 
     cfg = ctx.cfg
-    if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update
+    if not replace and ctx.storage.is_published(info.asset_id):  # a run crashed before the catalog update
         return ctx.storage.read_descriptor(info.asset_id) or {}
-    ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
-    staging = ctx.storage.new_staging(info.asset_id, lease.owner)
+    if not replace:
+        ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
+    staging = ctx.storage.new_staging(info.asset_id, owner)
     try:
-        ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
-        encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
-                                timeout=cfg.ffmpeg.timeout)
-        ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
+        if not replace:
+            ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
+        ctx.stage("transcoding")
+        with progress_to(_rendition_progress(ctx, info)):
+            encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
+                                    timeout=cfg.ffmpeg.timeout)
+        ctx.stage("packaging")
+        if not replace:
+            ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
         key = None
         if scheme != "none":
             key = open_keystore(cfg.data_dir, cfg.protection.master_key_file).key_for(info.asset_id, scheme)
@@ -213,12 +231,47 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: Lea
         if key is not None:  # public facts only: the key stays in the key store
             descriptor["protection"] = {"scheme": key.scheme, "kid": key.kid_hex}
         write_json_atomic(staging / DESCRIPTOR, descriptor)
-        lease.check()
-        ctx.storage.publish(info.asset_id, staging)
+        ctx.stage("publishing")
+        check()
+        (ctx.storage.replace if replace else ctx.storage.publish)(info.asset_id, staging)
         return descriptor
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
+
+
+def repackage(ctx: Context, asset_id: str) -> JobResult:
+    """Rebuild a published asset from its kept master (``masters/``) with the current ladder and swap the
+    new version in at once (``Storage.replace``): players on the old version are served it until then."""
+    t0 = time.monotonic()
+    masters = sorted(ctx.storage.root.joinpath("masters", asset_id[:2]).glob(f"{asset_id}.*"))
+    if not ctx.storage.is_published(asset_id) or not masters:
+        code = "not_published" if masters else "master_missing"
+        err = JobError(code=code, message=f"asset {asset_id} cannot be repackaged ({code.replace('_', ' ')})")
+        return JobResult(source=asset_id, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
+                         seconds=time.monotonic() - t0)
+    ffmpeg = locate(ctx.cfg.ffmpeg.path)
+    try:
+        info = inspect(masters[0], asset_id=asset_id, source_name=(ctx.storage.read_descriptor(asset_id) or {}).get(
+            "source_name", masters[0].name), ffmpeg=ffmpeg, timeout=ctx.cfg.ffmpeg.timeout, limits=ctx.cfg.ingest)
+        previous = (ctx.storage.read_descriptor(asset_id) or {}).get("protection") or {}
+        descriptor = _build(ctx, masters[0], info, ffmpeg, default_owner(), lambda: None,
+                            replace=True, scheme=previous.get("scheme", "none"))  # the same scheme and key
+    except (Rejected, TonearmError) as exc:
+        err = exc.error if isinstance(exc, Rejected) else JobError(code=exc.code, message=str(exc))
+        return JobResult(source=asset_id, outcome=Outcome.FAILED, asset_id=asset_id, error=err,
+                         seconds=time.monotonic() - t0)
+    ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
+    return JobResult(source=asset_id, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
+                     seconds=time.monotonic() - t0)
+
+
+def _rendition_progress(ctx: Context, info: MasterInfo) -> Callable[[float], None] | None:
+    """ffmpeg's ``-progress`` seconds as a fraction per rendition (one run encodes every rung)."""
+    if ctx.on_progress is None:
+        return None
+    names, total = [r.name for r in ctx.cfg.ladder.all_rungs], max(info.duration_s, 1e-3)
+    return lambda s: ctx.on_progress({n: min(1.0, max(0.0, s / total)) for n in names})  # type: ignore[misc]
 
 
 def _rendition_json(p: Any) -> dict[str, Any]:

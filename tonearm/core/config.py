@@ -29,12 +29,16 @@ import msgspec
 import msgspec.inspect as mi
 
 from tonearm.core.codecs import ALIGNMENT_SAMPLES, CODECS
+from tonearm.core.config_intake import ApiConfig, WatchConfig, WebhooksConfig, intake_problems
+from tonearm.core.config_jobs import CatalogConfig, JobsConfig, catalog_problems
+from tonearm.core.config_protection import PROTECTION_SCHEMES, ProtectionConfig
+from tonearm.core.config_section import Section
 from tonearm.core.errors import TonearmError
 from tonearm.core.layouts import LAYOUTS, RESERVED_RUNG_NAMES
 from tonearm.core.model import Rung
 
-__all__ = ("Config", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig", "OriginConfig", "ConfigError",
-           "ProtectionConfig", "PROTECTION_SCHEMES",
+__all__ = ("Config", "CatalogConfig", "JobsConfig", "StorageConfig", "IngestConfig", "LadderConfig", "FfmpegConfig",
+           "OriginConfig", "ApiConfig", "ProtectionConfig", "PROTECTION_SCHEMES", "ConfigError",
            "load", "validate", "DEFAULT_RUNGS", "LOSSLESS_RUNG", "MIN_SECRET_LENGTH", "DEFAULT_LOUDNESS_TARGET")
 
 
@@ -69,8 +73,7 @@ StoreSeconds = Annotated[float, msgspec.Meta(gt=0, le=120)]
 Attempts = Annotated[int, msgspec.Meta(ge=1, le=10)]
 
 
-class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """Frozen (configs are shared by threads and workers), keyword-only, and no key goes unnoticed."""
+_Section = Section
 
 
 class StorageConfig(_Section):
@@ -145,24 +148,18 @@ class OriginConfig(_Section):
     s3_attempts: Attempts = 1
 
 
-# Content protection (tonearm.core.keys, packager.protect): "none" publishes clear CMAF; "cbcs" (the one to use
-# when enabling it) is one set of files for HLS SAMPLE-AES and DASH; "cenc" (AES-CTR) is DASH only; "aes-128"
-# encrypts whole segments for old HLS clients (no DASH).
-PROTECTION_SCHEMES = ("none", "cbcs", "cenc", "aes-128")
-
-
-class ProtectionConfig(_Section):
-    scheme: Literal["none", "cbcs", "cenc", "aes-128"] = "none"
-    master_key_file: str = ""  # wraps every content key; empty: <data>/keys/master.key (created 0600 on first use)
-
-
 class Config(_Section):
     storage: StorageConfig = msgspec.field(default_factory=StorageConfig)
+    catalog: CatalogConfig = msgspec.field(default_factory=CatalogConfig)
+    jobs: JobsConfig = msgspec.field(default_factory=JobsConfig)
     ingest: IngestConfig = msgspec.field(default_factory=IngestConfig)
     ladder: LadderConfig = msgspec.field(default_factory=LadderConfig)
     ffmpeg: FfmpegConfig = msgspec.field(default_factory=FfmpegConfig)
     origin: OriginConfig = msgspec.field(default_factory=OriginConfig)
     protection: ProtectionConfig = msgspec.field(default_factory=ProtectionConfig)
+    api: ApiConfig = msgspec.field(default_factory=ApiConfig)
+    watch: WatchConfig = msgspec.field(default_factory=WatchConfig)
+    webhooks: WebhooksConfig = msgspec.field(default_factory=WebhooksConfig)
 
     @property
     def data_dir(self) -> Path:
@@ -170,12 +167,21 @@ class Config(_Section):
 
     @property
     def catalog_path(self) -> Path:
+        """The SQLite catalog file (``[catalog] url`` sqlite:///path, else under the data dir)."""
+        if self.catalog.url.startswith("sqlite:///"):
+            return Path(self.catalog.url[len("sqlite:///"):] or "catalog.sqlite3")
         return self.storage.root / "catalog.sqlite3"
+
+    @property
+    def upload_dir(self) -> Path:
+        return Path(self.api.upload_dir) if self.api.upload_dir else self.storage.root / "uploads"
 
 
 _SECTIONS: dict[str, type[_Section]] = {"storage": StorageConfig, "ingest": IngestConfig, "ladder": LadderConfig,
-                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig,
+                                        "ffmpeg": FfmpegConfig, "origin": OriginConfig, "api": ApiConfig,
+                                        "catalog": CatalogConfig, "jobs": JobsConfig,
                                         "protection": ProtectionConfig}
+_SECTIONS.update(watch=WatchConfig, webhooks=WebhooksConfig)
 _SHORTCUTS = {"TONEARM_FFMPEG": ("ffmpeg", "path"), "TONEARM_SIGNING_KEY": ("origin", "signing_key"),
               "TONEARM_DATA": ("storage", "root")}  # applied first: TONEARM_<SECTION>_<KEY> beats them
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -412,6 +418,10 @@ def validate(cfg: Config) -> Config:
     _validate_origin(cfg.origin)
     if cfg.protection.master_key_file and "\x00" in cfg.protection.master_key_file:
         raise ConfigError("[protection] master_key_file: a path without NUL characters")
+    for problem in catalog_problems(cfg.catalog, cfg.jobs):
+        raise ConfigError(problem)
+    for problem in intake_problems(cfg.watch, cfg.webhooks, MIN_SECRET_LENGTH):
+        raise ConfigError(problem)
     return cfg
 
 

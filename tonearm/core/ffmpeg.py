@@ -9,6 +9,7 @@ the whole process on timeout or cancellation so no encoder outlives its job.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import ctypes
 import functools
 import logging
@@ -18,8 +19,10 @@ import shlex
 import shutil
 import signal
 import subprocess
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from tonearm.core.codecs import needed_encoders
 from tonearm.core.errors import TonearmError
@@ -131,9 +134,44 @@ def locate(configured: str = "") -> FfmpegInfo:
     )
 
 
+_progress: contextvars.ContextVar[Callable[[float], None] | None] = contextvars.ContextVar("ffmpeg_progress",
+                                                                                          default=None)
+
+
+@contextmanager
+def progress_to(callback: Callable[[float], None] | None) -> Iterator[None]:
+    """While inside, each ``run`` of ffmpeg reports the seconds of output written (``-progress``)
+    to ``callback`` (from a reader thread); ``None`` changes nothing."""
+    token = _progress.set(callback)
+    try:
+        yield
+    finally:
+        _progress.reset(token)
+
+
+def _progress_reader(fd: int, callback: Callable[[float], None]) -> threading.Thread:
+    def read() -> None:
+        with open(fd, "rb", buffering=0, closefd=True) as pipe:
+            for line in iter(pipe.readline, b""):
+                key, _, value = line.strip().partition(b"=")
+                if key == b"out_time_us" and value.isdigit():
+                    try:
+                        callback(int(value) / 1e6)
+                    except Exception:  # an observer's failure never stops the encode
+                        log.debug("progress callback failed", exc_info=True)
+
+    thread = threading.Thread(target=read, name="ffmpeg-progress", daemon=True)
+    thread.start()
+    return thread
+
+
 def run(argv: Sequence[str], *, timeout: float, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
     """Run an ffmpeg-family argv to completion, killing it on timeout."""
     log.info("run: %s", shlex.join(argv))
+    callback, reader, pass_fds = _progress.get(), None, ()
+    if callback is not None and os.path.basename(argv[0]).startswith("ffmpeg"):
+        read_fd, write_fd = os.pipe()
+        argv, pass_fds = [argv[0], "-progress", f"pipe:{write_fd}", *argv[1:]], (write_fd,)
     proc = subprocess.Popen(
         list(argv),
         stdin=subprocess.PIPE if input is not None else subprocess.DEVNULL,
@@ -141,7 +179,11 @@ def run(argv: Sequence[str], *, timeout: float, input: bytes | None = None) -> s
         stderr=subprocess.PIPE,
         start_new_session=True,
         preexec_fn=_die_with_parent,
+        pass_fds=pass_fds,
     )
+    if pass_fds:
+        os.close(write_fd)
+        reader = _progress_reader(read_fd, callback)  # type: ignore[arg-type]
     try:
         out, err = proc.communicate(input=input, timeout=timeout)
     except subprocess.TimeoutExpired:
@@ -155,6 +197,8 @@ def run(argv: Sequence[str], *, timeout: float, input: bytes | None = None) -> s
         _kill(proc.pid)
         proc.wait()
         raise
+    if reader is not None:
+        reader.join(5)
     stderr = err.decode(errors="replace")
     if proc.returncode != 0:
         last = stderr.strip().splitlines()[-1] if stderr.strip() else "no output"
@@ -212,3 +256,6 @@ def _kill(pid: int) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+die_with_parent = _die_with_parent  # for other long-lived children of a worker (tonearm.app.worker's job processes)

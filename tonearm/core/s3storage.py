@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import shutil
+import time
 from pathlib import Path
 from typing import Any, BinaryIO, Callable
 
 from tonearm.core.config import Config, StorageConfig
 from tonearm.core.media_types import type_of
-from tonearm.core.storage import DESCRIPTOR, LocalStorage, publish_order
+from tonearm.core.storage import DESCRIPTOR, LocalStorage, NotPublished, publish_order
 
 __all__ = ("S3Storage", "make_client", "object_key", "published_prefix")
 
@@ -131,6 +132,41 @@ class S3Storage:
         """Asset folders under ``published/`` whose ``asset.json`` exists (an upload that stopped
         before its descriptor is not an asset), listed page by page with a ``/`` delimiter."""
         return sorted(name for name in self.list_folders(page_size=page_size) if self.is_published(name))
+
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool:
+        """Takedown: delete the descriptor first (the origin stops serving the asset on its next check),
+        wait ``grace_s`` (an origin's recheck window: until then it may still stream a file whose metadata
+        it had, and must find the bytes), then delete every other object under the asset's prefix, a
+        listing page (at most 1,000 keys) at a time."""
+        bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
+        existed = self.is_published(asset_id)
+        self.client.delete_object(Bucket=bucket, Key=object_key(self.scfg, asset_id, DESCRIPTOR))
+        if grace_s > 0 and existed:  # nothing was served: nothing to wait for
+            time.sleep(grace_s)
+        for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+            keys = [{"Key": o["Key"]} for o in page.get("Contents", [])]
+            if keys:
+                existed = True
+                self.client.delete_objects(Bucket=bucket, Delete={"Objects": keys, "Quiet": True})
+        return existed
+
+    def replace(self, asset_id: str, staged: Path) -> None:
+        """A rebuilt version: uploaded over the live one in publish order (media, manifests, descriptor), then
+        the old version's objects the new one does not have are deleted.  An object store has no atomic swap,
+        so a player mid-stream may meet a segment of the new version under an old playlist's name."""
+        bucket, prefix = self.scfg.s3_bucket, object_key(self.scfg, asset_id, "")
+        if not self.is_published(asset_id):  # taken down meanwhile: a rebuild must not publish it again
+            shutil.rmtree(staged, ignore_errors=True)
+            raise NotPublished(f"asset {asset_id} is not published (taken down?): nothing to replace")
+        before = {o["Key"] for page in self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=bucket, Prefix=prefix) for o in page.get("Contents", [])}
+        now = {object_key(self.scfg, asset_id, p.relative_to(staged).as_posix())
+               for p in staged.rglob("*") if p.is_file()}
+        self.publish(asset_id, staged)
+        stale = sorted(before - now)
+        for i in range(0, len(stale), 1000):
+            self.client.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in stale[i:i + 1000]],
+                                                              "Quiet": True})
 
     def descriptor_uri(self, asset_id: str) -> str:
         return f"s3://{self.scfg.s3_bucket}/{object_key(self.scfg, asset_id, DESCRIPTOR)}"

@@ -17,13 +17,18 @@ Layout under the storage root::
 
 from __future__ import annotations
 
+import ctypes
+import errno
 import json
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Protocol
+
+from tonearm.core.errors import TonearmError
 
 DESCRIPTOR = "asset.json"
 ASSET_ID_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -57,6 +62,8 @@ class Storage(Protocol):
     def is_published(self, asset_id: str) -> bool: ...
     def read_descriptor(self, asset_id: str) -> dict[str, Any] | None: ...
     def list_published(self) -> list[str]: ...  # folder names that hold a descriptor
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool: ...  # descriptor first, then media
+    def replace(self, asset_id: str, staged: Path) -> None: ...  # a rebuilt version swapped in (NotPublished)
 
 
 def _atomic_copy(src: Path, dst: Path) -> None:
@@ -94,6 +101,30 @@ def _staging_owner(name: str) -> str | None:
         return bytes.fromhex(parts[1]).decode() if len(parts) == 3 else None
     except ValueError:
         return None
+
+
+_RENAME_EXCHANGE = 2  # renameat2(2) flag: swap two paths atomically (Linux 3.15+, glibc 2.28+)
+_AT_FDCWD = -100
+
+
+def exchange_paths(a: Path, b: Path) -> bool:
+    """Swap two directories in one step; False where the kernel, libc or filesystem cannot."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    if fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+class NotPublished(TonearmError):
+    """``replace`` of an asset that is not published (taken down while it was being rebuilt)."""
+
+    code = "not_published"
 
 
 class LocalStorage:
@@ -172,6 +203,39 @@ class LocalStorage:
     def list_published(self) -> list[str]:
         """Names of the folders under published/ that hold a descriptor (not checked to be asset ids)."""
         return sorted(p.name for p in self.published_root.iterdir() if (p / DESCRIPTOR).is_file())
+
+    def unpublish(self, asset_id: str, *, grace_s: float = 0.0) -> bool:
+        """Takedown: unlink the descriptor first (the origin serves an asset only while it exists), then move
+        the folder out of ``published/`` in one rename and delete it.  False if nothing was published.
+        ``grace_s`` is for object stores (see ``S3Storage.unpublish``): a local origin checks the descriptor
+        before it opens any file, so nothing here waits."""
+        folder = self.published_root / asset_id
+        try:
+            (folder / DESCRIPTOR).unlink()
+        except FileNotFoundError:
+            if not folder.exists():
+                return False
+        aside = self.root / "staging" / f"{asset_id}.{_safe_owner('takedown')}.{secrets.token_hex(4)}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        os.rename(folder, aside)
+        shutil.rmtree(aside, ignore_errors=True)
+        return True
+
+    def replace(self, asset_id: str, staged: Path) -> None:
+        """Publish a rebuilt version over the live one: both trees are swapped by one ``renameat2`` exchange,
+        so a reader sees the old version or the new one, never a mix or a gap; the old tree is then deleted."""
+        final = self.published_root / asset_id
+        if not (staged / DESCRIPTOR).is_file():
+            raise ValueError(f"staged asset {staged} has no {DESCRIPTOR}; refusing to publish")
+        if not (final / DESCRIPTOR).is_file():  # taken down meanwhile: a rebuild must not publish it again
+            shutil.rmtree(staged, ignore_errors=True)
+            raise NotPublished(f"asset {asset_id} is not published (taken down?): nothing to replace")
+        if not exchange_paths(staged, final):  # no atomic exchange here: two renames, a gap of one syscall
+            old = staged.with_name(staged.name + ".old")
+            os.rename(final, old)
+            os.rename(staged, final)
+            staged = old
+        shutil.rmtree(staged, ignore_errors=True)
 
     def clean_stale_staging(self, asset_id: str, is_alive: Callable[[str], bool]) -> None:
         """Remove leftovers of crashed runs for this asset; a live owner's staging folder is never touched."""
