@@ -2,7 +2,7 @@
 
     python -m benchmarks.latency [--seconds 240] [--settle 2] [--runs 1]
 
-Starts a throwaway PostgreSQL (tests/fixtures_pg.py, as ``make service`` does), one ``tonearm worker``
+Starts a throwaway PostgreSQL (tonearm/app/pgcluster.py, as ``make service`` does), one ``tonearm worker``
 and one ``tonearm watch`` on a drop folder, with the default ladder.  The master appears in the folder
 at once (written as ``.part``, then renamed: what a well-behaved upload tool does), and the clock
 starts at the rename.  From the job's row (``tonearm_jobs``) the latency splits into:
@@ -28,7 +28,6 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
-sys.path.insert(0, str(REPO / "tests"))
 
 
 def make_master(path: Path, seconds: float) -> Path:
@@ -101,17 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=1, help="masters dropped one after another (distinct bytes each)")
     p.add_argument("--work", default=str(HERE / "work" / "latency"))
     args = p.parse_args(argv)
-    import fixtures_pg
     import psycopg
 
-    if (why := fixtures_pg.pg_available()) is not None:
+    from tonearm.app import pgcluster
+
+    if (why := pgcluster.pg_available()) is not None:
         print(f"benchmarks.latency: skipped: {why}")
         return 0
     work = Path(args.work)
     shutil.rmtree(work, ignore_errors=True)
     (work / "drop").mkdir(parents=True)
     os.chmod(work, 0o755)
-    cluster = fixtures_pg.start_cluster(work / "pg" / "cluster")
+    cluster = pgcluster.start_cluster(work / "pg" / "cluster")
     procs: list[subprocess.Popen] = []
     try:
         with psycopg.connect(cluster.url(), autocommit=True) as db:
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     finally:
         stop(procs)
-        fixtures_pg.remove_cluster(cluster)
+        pgcluster.remove_cluster(cluster)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 Starts, in a work folder (a fresh temp dir, or ``--dir``):
 
-* a throwaway PostgreSQL 15 cluster (the tests' own helper, ``tests/fixtures_pg.py``: initdb and pg_ctl
+* a throwaway PostgreSQL 15 cluster (``tonearm/app/pgcluster.py``, which the tests use too: initdb and pg_ctl
   as the ``postgres`` user, 127.0.0.1, a free port), holding the catalog, the job queue and webhooks;
 * ``tonearm api`` (the management API), ``--workers`` x ``tonearm worker``, ``tonearm watch`` on
   ``<dir>/drop``, ``tonearm webhooks run`` and ``tonearm serve`` (the public origin), each its own
@@ -33,7 +33,6 @@ import urllib.request
 from pathlib import Path
 from typing import Sequence
 
-REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
 
 
@@ -52,15 +51,11 @@ def _pdeathsig() -> None:  # runs in the child between fork and exec
 
 
 def _pg_helpers():
-    tests = REPO / "tests"
-    if not (tests / "fixtures_pg.py").exists():
-        raise SystemExit("tonearm service: needs a source checkout (tests/fixtures_pg.py starts PostgreSQL)")
-    sys.path.insert(0, str(tests))
-    import fixtures_pg
+    from tonearm.app import pgcluster
 
-    if (why := fixtures_pg.pg_available()) is not None:
+    if (why := pgcluster.pg_available()) is not None:
         raise SystemExit(f"tonearm service: {why}")
-    return fixtures_pg
+    return pgcluster
 
 
 class Service:
