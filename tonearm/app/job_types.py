@@ -12,6 +12,7 @@ from typing import Any, Protocol, Sequence
 
 import msgspec
 
+from tonearm.core.config_intake import WEBHOOK_EVENTS
 from tonearm.core.errors import TonearmError
 
 __all__ = ("JobState", "TERMINAL", "ACTIVE", "Job", "Event", "JobQueue", "JobNotFound",
@@ -23,7 +24,7 @@ PRIORITY_DEFAULT = 0
 PRIORITY_BACK_CATALOGUE = -10
 PRIORITY_RANGE = (-100, 100)
 ORIGINS = ("cli", "watch", "bucket", "api")
-EVENT_TYPES = ("published", "quarantined", "failed", "taken_down")
+EVENT_TYPES = WEBHOOK_EVENTS  # the one list, kept with the [webhooks] schema that validates against it
 
 
 class JobState(enum.StrEnum):

@@ -16,7 +16,8 @@ from tonearm.core.config_section import Section
 
 __all__ = ("ApiConfig", "WatchConfig", "WebhooksConfig", "intake_problems", "check_webhook_url", "WEBHOOK_EVENTS")
 
-WEBHOOK_EVENTS = ("published", "quarantined", "failed", "taken_down")  # tonearm.app.jobs.EVENT_TYPES
+# The events of a job's outbox, one list (tonearm.app.job_types re-exports it as EVENT_TYPES).
+WEBHOOK_EVENTS = ("published", "quarantined", "failed", "taken_down")
 Window = Annotated[float, msgspec.Meta(gt=0, le=3600)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=120)]
 
