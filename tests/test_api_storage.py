@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import threading
+import time
 from pathlib import Path
 
 import boto3
@@ -119,6 +120,19 @@ def s3(swift_server, tmp_path_factory):
     return S3Storage(cfg), swift_server
 
 
+def _writes_logged(server, before: int, *, until, timeout: float = 5.0) -> list[tuple[str, str]]:
+    """The DELETE and POST requests Swift's proxy logged after offset ``before``, in order (the access log
+    arrives over UDP, so wait until ``until(calls)`` holds or the timeout passes)."""
+    from fixtures_swift import s3_requests
+
+    deadline = time.monotonic() + timeout
+    while True:
+        calls = [(m, path) for m, path, _ in s3_requests(server.log()[before:]) if m in ("DELETE", "POST")]
+        if until(calls) or time.monotonic() > deadline:
+            return calls
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_s3_unpublish_deletes_the_descriptor_first_then_every_object(s3) -> None:
     st, server = s3
@@ -126,9 +140,8 @@ def test_s3_unpublish_deletes_the_descriptor_first_then_every_object(s3) -> None
     assert st.is_published(AID)
     before = len(server.log())
     assert st.unpublish(AID) is True
-    log = server.log()[before:]
-    calls = re.findall(r"\"(DELETE|POST) /" + BUCKET + r"/?(\S*) HTTP", log)
-    assert calls[0] == ("DELETE", object_key(st.scfg, AID, DESCRIPTOR)), calls  # the descriptor first
+    calls = _writes_logged(server, before, until=lambda c: any(m == "POST" for m, _ in c[1:]))
+    assert calls[0] == ("DELETE", f"/{BUCKET}/{object_key(st.scfg, AID, DESCRIPTOR)}"), calls  # the descriptor first
     assert any(method == "POST" and "delete" in path for method, path in calls[1:]), calls  # then the media
     left = st.client.list_objects_v2(Bucket=BUCKET, Prefix=object_key(st.scfg, AID, "")).get("KeyCount")
     assert left == 0 and not st.is_published(AID)

@@ -267,7 +267,10 @@ def test_a_job_longer_than_its_lease_keeps_its_claim_and_its_staging(tmp_path):
     ffmpeg(*sine_source(seconds=120), "-c:a", "flac", "file:" + str(master))
     asset_id = sha256(master)
     data = tmp_path / "data"
-    ctx = ctx_for(data, lease_s=0.6)  # renewed every 0.2 s; the job takes several seconds
+    # renewed every 0.2 s; the job takes several seconds (longer with the other test worker on the cores,
+    # hence ffmpeg's own limit raised from the module's 30 s)
+    ctx = Context.from_config(load(None, env={}, overrides={"storage": {"root": str(data)}, "ffmpeg": {"timeout": 180},
+                                                            "ingest": {"lease_s": 0.6}}))
     results = []
     job = threading.Thread(target=lambda: results.append(process(ctx, master)))
     job.start()

@@ -8,6 +8,7 @@ s3api, whose credentials are in the environment while it runs.
 
 from __future__ import annotations
 
+import time
 import uuid
 from pathlib import Path
 
@@ -111,14 +112,30 @@ def cursor_across_restart(tmp_path: Path, cfg, name: str, client) -> None:
         q.close()
 
 
+def listing_with(src: BucketSource, key: str, size: int, timeout: float = 10.0) -> list:
+    """A full listing once it shows ``key`` at ``size``: Swift updates container listings after the PUT
+    has answered (eventually consistent), so a listing taken at once may still show the old object."""
+    deadline = time.monotonic() + timeout
+    while True:
+        listing = list(src.listing(full=True))
+        if any(o.key == key and o.size == size for o in listing) or time.monotonic() > deadline:
+            return listing
+        time.sleep(0.05)
+
+
 def test_an_object_overwritten_between_listings_waits_for_a_stable_etag(tmp_path: Path, bucket) -> None:
     name, client, endpoint = bucket
     cfg = config(tmp_path, endpoint)
     src = BucketSource.from_url(f"s3://{name}/", cfg)
     settler = Settler(0.0)
     client.put_object(Bucket=name, Key="x.wav", Body=b"first version")
-    assert settler.observe(src.listing(full=True)) == []
+    assert settler.observe(listing_with(src, "x.wav", len(b"first version"))) == []
     client.put_object(Bucket=name, Key="x.wav", Body=b"second version, longer")
-    assert settler.observe(src.listing(full=True)) == []  # the ETag changed: the wait starts again
-    ready = settler.observe(src.listing(full=True))
+    # the ETag changed: the wait starts again
+    assert settler.observe(listing_with(src, "x.wav", len(b"second version, longer"))) == []
+    # Ready from the next listing that shows it unchanged, once the wall clock has passed its LastModified
+    # (Swift's s3api rounds it up to the next second, so allow that second).
+    deadline = time.monotonic() + 3
+    while not (ready := settler.observe(src.listing(full=True))) and time.monotonic() < deadline:
+        time.sleep(0.1)
     assert [(s.key, s.size) for s in ready] == [("x.wav", len(b"second version, longer"))]
