@@ -30,6 +30,9 @@ def test_local_queue_runs_dedupes_cancels_and_tombstones(tmp_path: Path) -> None
         assert done.state is JobState.PUBLISHED and done.asset_id and done.attempts == 1
         wait_for(lambda: queue.get(long.id).state is JobState.TRANSCODING and ffmpeg_processes(str(tmp_path)), 90,
                  "the long job's encoder")
+        # a reader of the same catalog (the API, a webhook sender) leaves the running job's state alone
+        LocalQueue(cfg, run=False)
+        assert queue.get(long.id).state is JobState.TRANSCODING
         t0 = time.monotonic()
         assert queue.cancel(long.id).state in (JobState.TRANSCODING, JobState.CANCELLED)
         assert queue.wait([long.id], timeout=10)[0].state is JobState.CANCELLED

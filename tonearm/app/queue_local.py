@@ -65,9 +65,11 @@ class LocalQueue:
         self.path = cfg.catalog_path
         with closing(sqlite3.connect(self.path, timeout=30)) as db:
             db.executescript(SCHEMA)
-        with self._tx() as db:
-            db.execute("UPDATE jobs SET state='queued', running=running WHERE state NOT IN (%s)"
-                       % ",".join("?" * len(TERMINAL)), [s.value for s in TERMINAL])
+        if run:  # the process that runs this catalog's jobs takes back what a previous one left unfinished;
+            # a reader (run=False: the API, a webhook sender) must not relabel jobs another process is running
+            with self._tx() as db:
+                db.execute("UPDATE jobs SET state='queued', running=running WHERE state NOT IN (%s)"
+                           % ",".join("?" * len(TERMINAL)), [s.value for s in TERMINAL])
         self._wake = threading.Event()
         self._closed = threading.Event()
         self._thread: threading.Thread | None = None
