@@ -1,7 +1,7 @@
 """The whole pipeline, assembled in one readable function.
 
-    master file -> ingest.inspect -> transcode.encode_ladder -> packager.package
-                -> manifests.write_manifests -> storage.publish
+    master file -> ingest header checks -> one ffmpeg run: transcode's ladder + ingest's measurements
+                (tonearm.app.shared_pass) -> packager.package -> manifests.write_manifests -> storage.publish
 
 Each stage is a package of its own and speaks only the plain types in
 ``tonearm.core.model``.  The catalog lease makes the job idempotent: the same bytes
@@ -23,10 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ingest import Rejected, content_id, inspect
+from ingest import Rejected, content_id
 from ingest.names import printable
 from manifests import average_bandwidth, normalisation, peak_bandwidth, write_manifests
 from packager import package
+from tonearm.app.shared_pass import SharedPass, validate_and_encode
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
@@ -127,14 +128,16 @@ def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: st
     """Validate our copy, keep it, build and publish the asset, all under a live lease."""
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
-        try:
-            info = inspect(received, asset_id=asset_id, source_name=printable(path.name), ffmpeg=ffmpeg,
-                           timeout=ctx.cfg.ffmpeg.timeout, limits=ctx.cfg.ingest)
+        try:  # one decode validates, measures and encodes (tonearm.app.shared_pass)
+            shared = validate_and_encode(ctx.cfg, ctx.storage, received, asset_id=asset_id,
+                                         source_name=printable(path.name), owner=lease.owner, ffmpeg=ffmpeg)
         except Rejected as rej:
             return _quarantine(ctx, source, received, asset_id, rej.error, t0)
-        stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
-        ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
-        descriptor = _build(ctx, stored, info, ffmpeg, lease)
+        with shared:
+            info = shared.info
+            stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
+            ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
+            descriptor = _build(ctx, stored, info, ffmpeg, lease, shared)
         ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
         return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
                          seconds=time.monotonic() - t0)
@@ -171,18 +174,24 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
                     details={"errno": exc.errno})
 
 
-def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper) -> dict[str, Any]:
-    """Encode, package and write manifests in staging, then publish in one step (if the lease still holds)."""
+def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, lease: LeaseKeeper,
+           shared: SharedPass | None = None) -> dict[str, Any]:
+    """Encode (unless ``shared`` did), package and write manifests in staging, then publish in one step
+    (if the lease still holds)."""
 
     cfg = ctx.cfg
     if ctx.storage.is_published(info.asset_id):  # published by a run that crashed before the catalog update
         return ctx.storage.read_descriptor(info.asset_id) or {}
-    ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
-    staging = ctx.storage.new_staging(info.asset_id, lease.owner)
+    if shared is not None and shared.staging is not None and shared.encoded is not None:
+        staging, encoded = shared.staging, shared.encoded
+    else:
+        ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
+        staging, encoded = ctx.storage.new_staging(info.asset_id, lease.owner), None
     try:
         ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
-        encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
-                                timeout=cfg.ffmpeg.timeout)
+        if encoded is None:
+            encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
+                                    timeout=cfg.ffmpeg.timeout)
         ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
         layouts = {layout: package(encoded, cfg.ladder, staging, layout=layout, loudness=info.loudness)
                    for layout in cfg.ladder.layouts}
