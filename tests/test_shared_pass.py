@@ -121,3 +121,43 @@ def test_a_good_master_is_decoded_by_one_ffmpeg_run(tmp_path: Path, monkeypatch)
                                      for x in a)]
     assert len(opened) == 1, opened
     assert "ebur128" in " ".join(opened[0]) and "aac" in " ".join(opened[0])
+
+
+def test_a_ladder_split_across_two_runs_writes_the_same_bytes(tmp_path: Path, ff, monkeypatch) -> None:
+    """A lone master's ladder in two concurrent ffmpeg runs (transcode.split): same info, same bytes."""
+    master = make(tmp_path, "split", "flac", rate=44100, seconds=3)
+    cfg = _cfg(tmp_path / "data")
+    aid = content_id(master)
+    storage = LocalStorage(cfg.storage.root)
+    runs: list[list[str]] = []
+    real = core_ffmpeg.run_async
+
+    async def spy(argv, **kw):
+        runs.append(list(argv))
+        return await real(argv, **kw)
+
+    monkeypatch.setattr("transcode.encode.run_async", spy)
+    with validate_and_encode(cfg, storage, master, asset_id=aid, source_name=master.name, owner="t-1",
+                             ffmpeg=ff, encoders=2) as two, \
+         validate_and_encode(cfg, storage, master, asset_id=aid, source_name=master.name, owner="t-2",
+                             ffmpeg=ff, encoders=1) as one:
+        assert len(runs) == 2 and sum("ebur128" in " ".join(a) for a in runs) == 1  # one run carries the tap
+        assert dataclasses.asdict(two.info) == dataclasses.asdict(one.info)
+        assert [r.rung.name for r in two.encoded] == [r.rung.name for r in one.encoded]
+        for a, b in zip(two.encoded, one.encoded):
+            assert a.path.read_bytes() == b.path.read_bytes(), a.rung.name
+
+
+def test_split_rungs_balances_the_ladder_and_keeps_every_rung() -> None:
+    from tonearm.app.batch import encoders_per_job
+    from transcode import split_rungs
+
+    ladder = _cfg(Path("/nonexistent")).ladder.all_rungs
+    groups = split_rungs(ladder, 2)
+    assert sorted(r.name for g in groups for r in g) == sorted(r.name for r in ladder)
+    assert len(groups) == 2 and all(groups)
+    assert split_rungs(ladder, 1) == [list(ladder)]
+    # The tail of a batch splits: with 2 cores only the last job to start; a lone master too.
+    assert encoders_per_job(4, 2) == [1, 1, 1, 2]
+    assert encoders_per_job(1, 2) == [2]
+    assert encoders_per_job(3, 1) == [1, 1, 1]

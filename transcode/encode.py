@@ -30,7 +30,7 @@ import ffmpeg as ffmpeg_python
 
 from tonearm.core.codecs import codec
 from tonearm.core.config import LadderConfig
-from tonearm.core.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run
+from tonearm.core.ffmpeg import MASTER_PROTOCOLS, FfmpegError, FfmpegInfo, run, run_async
 from tonearm.core.model import EncodedRendition, MasterInfo, MeasureBranch, Rung
 from transcode.channels import remix_options, target_channels
 from transcode.resampler import resample_options
@@ -71,15 +71,20 @@ def build_command(
     ffmpeg: FfmpegInfo,
     resampler: str | None = None,
     taps: Sequence[MeasureBranch] = (),
+    rungs: Sequence[Rung] | None = None,
 ) -> tuple[list[str], list[EncodedRendition]]:
     """The ffmpeg argv encoding every rung, and the renditions it will write.
 
     ``taps`` are measurement branches (``MeasureBranch``) split off the decoded master before
     resampling, each into the null muxer: the master is then decoded once for both.  With taps the
     input is read up to the taps' ``read_limit_s`` (the master is not validated yet) and the run
-    logs at the taps' level; the encoder outputs are the same bytes either way.
+    logs at the taps' level; the encoder outputs are the same bytes either way.  ``rungs`` encodes
+    only part of the ladder (``transcode.split``): each rung's bytes do not depend on its company.
     """
-    rungs = ladder.all_rungs
+    if rungs is None:
+        rungs = ladder.all_rungs
+    elif not set(rungs) <= set(ladder.all_rungs):
+        raise ValueError("rungs: every rung must be one of the ladder's")
     for rung in rungs:
         if rung.sample_rate != ladder.sample_rate:
             raise ValueError(f"rung {rung.name}: sample_rate {rung.sample_rate} differs from the ladder's "
@@ -170,14 +175,40 @@ def encode_measured(
     ffmpeg: FfmpegInfo,
     timeout: float,
     taps: Sequence[MeasureBranch] = (),
+    rungs: Sequence[Rung] | None = None,
 ) -> tuple[list[EncodedRendition], str]:
-    """``encode_ladder`` with measurement branches; also returns the run's stderr for their parser."""
+    """``encode_ladder`` with measurement branches (and optionally part of the ladder); also returns
+    the run's stderr for the branches' parser."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    argv, renditions = build_command(master, info, ladder, out_dir, ffmpeg=ffmpeg, taps=taps)
+    argv, renditions = build_command(master, info, ladder, out_dir, ffmpeg=ffmpeg, taps=taps, rungs=rungs)
     log.info("encoding %s (%d ch, %d Hz) into %s", info.asset_id[:12], info.channels, info.sample_rate,
              ", ".join(f"{r.rung.name}/{r.channels}ch" for r in renditions))
     done = run(argv, timeout=timeout)  # logs the exact argv; kills ffmpeg on timeout or cancel
+    _check_outputs(renditions, argv)
+    return renditions, done.stderr.decode(errors="replace")
+
+
+async def encode_measured_async(
+    master: Path,
+    info: MasterInfo,
+    ladder: LadderConfig,
+    out_dir: Path,
+    *,
+    ffmpeg: FfmpegInfo,
+    timeout: float,
+    taps: Sequence[MeasureBranch] = (),
+    rungs: Sequence[Rung] | None = None,
+) -> tuple[list[EncodedRendition], str]:
+    """``encode_measured`` on the event loop, so several runs of one master can overlap (and all be
+    killed together on a failure or a cancel: ``tonearm.core.ffmpeg.run_async``)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    argv, renditions = build_command(master, info, ladder, out_dir, ffmpeg=ffmpeg, taps=taps, rungs=rungs)
+    _, stderr = await run_async(argv, timeout=timeout)
+    _check_outputs(renditions, argv)
+    return renditions, stderr
+
+
+def _check_outputs(renditions: list[EncodedRendition], argv: list[str]) -> None:
     for r in renditions:
         if not r.path.is_file() or r.path.stat().st_size == 0:
             raise FfmpegError(f"ffmpeg reported success but wrote no {r.path.name}", argv=argv)
-    return renditions, done.stderr.decode(errors="replace")

@@ -86,11 +86,12 @@ class Context:
         return cls(cfg=cfg, storage=storage, catalog=Catalog(cfg.catalog_path))
 
 
-def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult:
+def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, encoders: int = 1) -> JobResult:
     """Ingest one master and publish it, or quarantine it with a reason.
 
     The master is copied into storage as it is hashed (one read of one open file), and every later
     stage reads only that copy: what is published is always the audio of the bytes that were hashed.
+    ``encoders`` > 1 splits the ladder across that many ffmpeg runs (a master with cores to spare).
     """
 
     t0 = time.monotonic()
@@ -113,7 +114,7 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0) -> JobResult
         if claim is not Claim.CLAIMED:
             return _existing(ctx, source, asset_id, t0)
         with LeaseKeeper(ctx.catalog, asset_id, owner=owner, lease_s=lease_s) as lease:
-            return _claimed(ctx, path, source, received, asset_id, lease, t0)
+            return _claimed(ctx, path, source, received, asset_id, lease, t0, encoders)
     finally:
         received.unlink(missing_ok=True)
 
@@ -124,13 +125,14 @@ def reject_unread(ctx: Context, path: Path, error: JobError) -> JobResult:
 
 
 def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: str, lease: LeaseKeeper,
-             t0: float) -> JobResult:
+             t0: float, encoders: int = 1) -> JobResult:
     """Validate our copy, keep it, build and publish the asset, all under a live lease."""
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
         try:  # one decode validates, measures and encodes (tonearm.app.shared_pass)
             shared = validate_and_encode(ctx.cfg, ctx.storage, received, asset_id=asset_id,
-                                         source_name=printable(path.name), owner=lease.owner, ffmpeg=ffmpeg)
+                                         source_name=printable(path.name), owner=lease.owner, ffmpeg=ffmpeg,
+                                         encoders=encoders)
         except Rejected as rej:
             return _quarantine(ctx, source, received, asset_id, rej.error, t0)
         with shared:

@@ -16,6 +16,7 @@ failed is a failed job as before.  Bad masters are rare; good ones are decoded o
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from tonearm.core.config import Config
 from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo
 from tonearm.core.model import EncodedRendition, MasterInfo
 from tonearm.core.storage import Storage
-from transcode import build_command, encode_ladder, encode_measured
+from transcode import build_command, encode_ladder, encode_measured, encode_measured_async, split_rungs
+from transcode.split import lightest
 
 
 @dataclass
@@ -48,8 +50,12 @@ class SharedPass:
 
 
 def validate_and_encode(cfg: Config, storage: Storage, master: Path, *, asset_id: str, source_name: str,
-                        owner: str, ffmpeg: FfmpegInfo) -> SharedPass:
-    """Validate ``master`` and encode its ladder from one decode; raises ``Rejected`` for a bad master."""
+                        owner: str, ffmpeg: FfmpegInfo, encoders: int = 1) -> SharedPass:
+    """Validate ``master`` and encode its ladder from one decode; raises ``Rejected`` for a bad master.
+
+    ``encoders`` > 1 splits the ladder across that many concurrent ffmpeg runs (``transcode.split``),
+    for a master that would otherwise leave cores idle; the measuring branch rides in the lightest.
+    """
     timeout, limits = cfg.ffmpeg.timeout, cfg.ingest
     if storage.is_published(asset_id):  # a crashed run published it already: validate only, encode nothing
         info = inspect(master, asset_id=asset_id, source_name=source_name, ffmpeg=ffmpeg, timeout=timeout,
@@ -60,7 +66,7 @@ def validate_and_encode(cfg: Config, storage: Storage, master: Path, *, asset_id
     staging = storage.new_staging(asset_id, owner)
     try:
         info, encoded = _shared_run(cfg, master, head, staging / ".encode", asset_id=asset_id,
-                                    source_name=source_name, ffmpeg=ffmpeg)
+                                    source_name=source_name, ffmpeg=ffmpeg, encoders=encoders)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -68,12 +74,15 @@ def validate_and_encode(cfg: Config, storage: Storage, master: Path, *, asset_id
 
 
 def _shared_run(cfg: Config, master: Path, head: HeaderCheck, out_dir: Path, *, asset_id: str, source_name: str,
-                ffmpeg: FfmpegInfo) -> tuple[MasterInfo, list[EncodedRendition]]:
+                ffmpeg: FfmpegInfo, encoders: int = 1) -> tuple[MasterInfo, list[EncodedRendition]]:
     timeout, limits = cfg.ffmpeg.timeout, cfg.ingest
     provisional = head.provisional(asset_id=asset_id, source_name=source_name)
-    try:
-        encoded, log = encode_measured(master, provisional, cfg.ladder, out_dir, ffmpeg=ffmpeg, timeout=timeout,
-                                       taps=(measurement_branch(head),))
+    try:  # the run does the work of the two runs it replaces (decode pass, encode), so it has both budgets
+        if encoders > 1 and len(cfg.ladder.all_rungs) > 1:
+            encoded, log = asyncio.run(_split_runs(cfg, master, provisional, head, out_dir, ffmpeg, encoders))
+        else:
+            encoded, log = encode_measured(master, provisional, cfg.ladder, out_dir, ffmpeg=ffmpeg,
+                                           timeout=2 * timeout, taps=(measurement_branch(head),))
         info = judge_log(head, log, asset_id=asset_id, source_name=source_name, limits=limits)
     except (Rejected, FfmpegError) as exc:
         shutil.rmtree(out_dir, ignore_errors=True)  # nothing of a rejected or failed run is kept
@@ -89,6 +98,24 @@ def _shared_run(cfg: Config, master: Path, head: HeaderCheck, out_dir: Path, *, 
         shutil.rmtree(out_dir, ignore_errors=True)
         encoded = encode_ladder(master, info, cfg.ladder, out_dir, ffmpeg=ffmpeg, timeout=timeout)
     return info, encoded
+
+
+async def _split_runs(cfg: Config, master: Path, provisional: MasterInfo, head: HeaderCheck, out_dir: Path,
+                      ffmpeg: FfmpegInfo, encoders: int) -> tuple[list[EncodedRendition], str]:
+    """The ladder in ``encoders`` concurrent runs; the first failure kills the others (run_async)."""
+    groups = split_rungs(cfg.ladder.all_rungs, encoders)
+    tap_at = lightest(groups)
+    tasks = [asyncio.ensure_future(encode_measured_async(
+        master, provisional, cfg.ladder, out_dir, ffmpeg=ffmpeg, timeout=2 * cfg.ffmpeg.timeout,
+        taps=(measurement_branch(head),) if i == tap_at else (), rungs=group)) for i, group in enumerate(groups)]
+    try:
+        results = await asyncio.gather(*tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    by_name = {r.rung.name: r for part, _ in results for r in part}
+    return [by_name[r.name] for r in cfg.ladder.all_rungs], results[tap_at][1]
 
 
 def _command(master: Path, info: MasterInfo, cfg: Config, out_dir: Path, ffmpeg: FfmpegInfo) -> list[str]:
