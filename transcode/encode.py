@@ -17,7 +17,9 @@ master and ladder give the same bytes.
 Threads: the audio encoders are single-threaded.  ffmpeg >= 7 runs each output
 in its own thread, so the rungs of one master overlap on two cores; ffmpeg 5.1
 encodes them one after another on one core.  We do not pass ``-threads``
-(nothing here would use it); parallelism across masters is the caller's.
+(nothing here would use it); parallelism across masters is the caller's, and a master
+with a core to spare can have its ladder split across two runs (``rungs=``, ``transcode.split``).
+Ingest's measuring filters can ride in the same run (``taps=``): one decode per master.
 """
 
 from __future__ import annotations

@@ -3,7 +3,9 @@
 Debian's ffmpeg 5.1 runs all rungs of one encoder process on one core
 (performance-calibration notes), so one master at a time leaves the other
 cores idle.  Running whole masters in parallel, one ``process()`` per worker
-process, keeps every core busy.  Each worker builds its own ``Context``: the
+process, keeps every core busy; the last jobs to start (and a lone master) split their ladder
+across two ffmpeg runs (``encoders_per_job``), so the end of a batch does not leave a core idle
+either.  Each worker builds its own ``Context``: the
 SQLite catalog and the storage are safe across processes (the catalog lease
 decides who encodes shared bytes), but connections must not cross a fork.
 """
