@@ -205,6 +205,7 @@ async def encode_measured_async(
     killed together on a failure or a cancel: ``tonearm.core.ffmpeg.run_async``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     argv, renditions = build_command(master, info, ladder, out_dir, ffmpeg=ffmpeg, taps=taps, rungs=rungs)
+    log.info("encoding part of %s's ladder: %s", info.asset_id[:12], ", ".join(r.rung.name for r in renditions))
     _, stderr = await run_async(argv, timeout=timeout)
     _check_outputs(renditions, argv)
     return renditions, stderr
