@@ -122,12 +122,13 @@ def naive(masters: list[Master], cfg: Config, ff: FfmpegInfo, work: Path) -> dic
     return {"wall_s": wall, "cpu_s": cpu, "processes": runs}
 
 
-def tonearm_ingest(masters: list[Master], ff: FfmpegInfo, data: Path, *, jobs: int, cores: int) -> dict[str, Any]:
-    """``tonearm ingest --jobs N`` of every master, from an empty data directory."""
+def tonearm_ingest(masters: list[Master], ff: FfmpegInfo, data: Path, *, jobs: int | None,
+                   cores: int) -> dict[str, Any]:
+    """``tonearm ingest --jobs N`` of every master, from an empty data directory (``jobs=None``: its default)."""
     shutil.rmtree(data, ignore_errors=True)
     env = {**os.environ, "TONEARM_FFMPEG": ff.path}
-    argv = [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "ingest", "--json", "--jobs", str(jobs),
-            *(str(m.path) for m in masters)]
+    argv = [sys.executable, "-m", "tonearm.app.cli", "--data", str(data), "ingest", "--json",
+            *(["--jobs", str(jobs)] if jobs is not None else []), *(str(m.path) for m in masters)]
     t = run_timed(argv, timeout=TIMEOUT, env=env, check=False)
     results = [json.loads(line) for line in t.stdout.splitlines() if line.startswith("{")]
     published = [r for r in results if r["outcome"] == "published"]
@@ -139,7 +140,7 @@ def tonearm_ingest(masters: list[Master], ff: FfmpegInfo, data: Path, *, jobs: i
         "wall_s": t.wall_s,
         "cpu_s": t.cpu_s,
         "cpu_utilisation": t.cpu_s / (t.wall_s * cores),
-        "jobs": jobs,
+        "jobs": jobs if jobs is not None else "default",
         "assets": [r["asset_id"] for r in published],
         "job_seconds": [r["seconds"] for r in published],
     }

@@ -31,8 +31,15 @@ CLIP_PEAK_DBFS = -0.01
 # ebur128 reports the absolute gate (-70 LUFS) when every block is gated out: no loudness at all.
 ABSOLUTE_GATE_LUFS = -70.0
 
-ASTATS = "astats=measure_perchannel=none:measure_overall=Peak_level+Flat_factor+Number_of_samples"
-FILTERS = f"ebur128=peak=true:framelog=verbose,{ASTATS}"
+# The measuring filters as plain data (name, options): the separate pass joins them into ``-af``,
+# the shared pass hands them to transcode as a branch of the encoder's own graph (MeasureBranch).
+FILTER_CHAIN: tuple[tuple[str, dict[str, str]], ...] = (
+    ("ebur128", {"peak": "true", "framelog": "verbose"}),
+    ("astats", {"measure_perchannel": "none", "measure_overall": "Peak_level+Flat_factor+Number_of_samples"}),
+)
+MEASURE_CODEC = "pcm_f64le"  # ebur128 emits doubles: no conversion between the filters and the sink
+MEASURE_LOGLEVEL = "level+info"  # every line prefixed with its level: errors told apart from statistics
+FILTERS = ",".join(name + "=" + ":".join(f"{k}={v}" for k, v in opts.items()) for name, opts in FILTER_CHAIN)
 
 _FLOAT = r"(-?(?:inf|nan|\d+(?:\.\d+)?))"
 _I_RE = re.compile(r"^\s*I:\s+" + _FLOAT + r" LUFS", re.M)
@@ -76,14 +83,21 @@ def _num(text: str) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _last(pattern: re.Pattern[str], text: str) -> re.Match[str] | None:
+    match = None
+    for match in pattern.finditer(text):
+        pass
+    return match
+
+
 def decode_argv(path: Path, ffmpeg: FfmpegInfo, demuxer: str, max_seconds: float) -> list[str]:
     """The decode pass; ``-t`` stops reading after ``max_seconds`` whatever the header claimed."""
     return [
-        ffmpeg.path, "-nostdin", "-hide_banner", "-nostats", "-loglevel", "level+info",
+        ffmpeg.path, "-nostdin", "-hide_banner", "-nostats", "-loglevel", MEASURE_LOGLEVEL,
         "-t", f"{max_seconds:.6f}", *master_input(demuxer, path),
         "-map", "0:a:0", "-vn", "-sn", "-dn",
         "-af", FILTERS,
-        "-c:a", "pcm_f64le",  # ebur128 emits doubles: no conversion between the filters and the sink
+        "-c:a", MEASURE_CODEC,
         "-f", "null", "-",
     ]
 
@@ -96,9 +110,11 @@ def decode(path: Path, *, demuxer: str, ffmpeg: FfmpegInfo, timeout: float, max_
 
 def parse_decode_log(text: str) -> Decoded:
     stats = {m.group("key"): m.group(2) for m in _ASTAT_RE.finditer(text)}
-    i = _I_RE.search(text)
-    lra = _LRA_RE.search(text)
-    tp = _TP_RE.search(text)
+    # The last summary counts: with a complex filtergraph (the shared pass) ffmpeg configures the
+    # graph once for probing and logs an empty ebur128 summary (-70 LUFS, -inf) for it first.
+    i = _last(_I_RE, text)
+    lra = _last(_LRA_RE, text)
+    tp = _last(_TP_RE, text)
     integrated = _num(i.group(1)) if i else None
     if integrated is not None and integrated <= ABSOLUTE_GATE_LUFS:
         integrated = None

@@ -31,9 +31,10 @@ audio stream is validated and published, video is ignored, and
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
-from ingest.decode import Decoded, decode, parse_decode_log
+from ingest.decode import FILTER_CHAIN, MEASURE_CODEC, MEASURE_LOGLEVEL, Decoded, decode, parse_decode_log
 from ingest.errors import (
     DECODE_ERROR,
     DURATION_MISMATCH,
@@ -49,12 +50,12 @@ from ingest.errors import (
 )
 from ingest.formats import CONTAINERS, Container, sniff
 from ingest.ogg import ends_with_eos
-from ingest.probe import probe
+from ingest.probe import Probe, probe
 from ingest.riff import read_wav_layout
 from ingest.tags import read_tags
 from tonearm.core.config import IngestConfig
 from tonearm.core.ffmpeg import FfmpegError, FfmpegInfo, FfmpegTimeout
-from tonearm.core.model import Loudness, MasterInfo
+from tonearm.core.model import Loudness, MasterInfo, MeasureBranch
 
 MIN_CHANNELS, MAX_CHANNELS = 1, 8
 MIN_RATE, MAX_RATE = 8_000, 192_000
@@ -95,9 +96,68 @@ def max_decode_seconds(limits: IngestConfig, channels: int, sample_rate: int) ->
     return min(limits.max_duration, limits.max_samples / (channels * sample_rate))
 
 
+@dataclass(frozen=True, kw_only=True)
+class HeaderCheck:
+    """What the cheap, header-only checks learned: enough to start the encoder before the full decode.
+
+    ``check_header`` reads only magic bytes, the container header (probe) and a WAV's chunk list;
+    ``judge`` finishes the job from a decode log, whether from ``decode`` (the separate pass)
+    or from a measurement branch inside the encoder's own run (``measurement_branch``).
+    """
+
+    path: Path
+    size: int
+    allowed: Container
+    probe: Probe
+    header_s: float | None
+    header_is_ours: bool  # True when we read the length claim ourselves (WAV chunks)
+    riff_info: dict[str, str]
+    longest: float  # the most audio this master may have (limits)
+    where: dict[str, str]
+
+    @property
+    def read_limit_s(self) -> float:
+        """Decoding stops just past the limit, so a header that understates the length costs no more CPU."""
+        return self.longest + 1.0
+
+    def provisional(self, *, asset_id: str, source_name: str | None = None) -> MasterInfo:
+        """A ``MasterInfo`` from the header alone (length and loudness unknown): what an encoder needs to start."""
+        pr = self.probe
+        return MasterInfo(
+            asset_id=asset_id, source_name=self.path.name if source_name is None else source_name, size=self.size,
+            container=pr.container, demuxer=self.allowed.demuxer, codec=pr.codec, sample_rate=pr.sample_rate,
+            channels=pr.channels, channel_layout=pr.channel_layout,
+            bits_per_sample=pr.bits_per_sample if is_lossless(pr.codec) else None,
+            duration_s=self.header_s if self.header_s is not None else self.longest,
+            header_duration_s=self.header_s,
+            loudness=Loudness(integrated_lufs=None, loudness_range_lu=None, true_peak_dbtp=None),
+            has_video=pr.has_video,
+        )
+
+
 def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float, source_name: str | None = None,
             limits: IngestConfig = IngestConfig()) -> MasterInfo:
     """Everything ingest checks about one master; raises ``Rejected`` with a code from ``ingest.errors``."""
+    head = check_header(path, ffmpeg=ffmpeg, timeout=timeout, limits=limits)
+    dec = _decode(head.path, head.allowed.demuxer, ffmpeg, timeout, head.read_limit_s, head.where)
+    return judge(head, dec, asset_id=asset_id, source_name=source_name, limits=limits)
+
+
+def measurement_branch(head: HeaderCheck) -> MeasureBranch:
+    """The separate decode pass's filters as a branch of another ffmpeg run (same filters, same log level)."""
+    return MeasureBranch(filters=FILTER_CHAIN, codec=MEASURE_CODEC, loglevel=MEASURE_LOGLEVEL,
+                         read_limit_s=head.read_limit_s)
+
+
+def judge_log(head: HeaderCheck, log_text: str, *, asset_id: str, source_name: str | None = None,
+              limits: IngestConfig = IngestConfig()) -> MasterInfo:
+    """``judge`` on the stderr of a run that carried ``measurement_branch(head)``."""
+    return judge(head, parse_decode_log(log_text), asset_id=asset_id, source_name=source_name, limits=limits)
+
+
+def check_header(path: Path, *, ffmpeg: FfmpegInfo, timeout: float,
+                 limits: IngestConfig = IngestConfig()) -> HeaderCheck:
+    """The checks that read no audio: container allowlist, probe, channels, rate, WAV chunks, header length."""
     path = Path(path)
     size = os.stat(path).st_size
     allowed = allowed_container(path)
@@ -113,7 +173,7 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float, so
                      sample_rate=pr.sample_rate, **where)
 
     header_s = pr.header_duration_s
-    header_is_ours = False  # True when we read the length claim ourselves (WAV chunks)
+    header_is_ours = False
     riff_info: dict[str, str] = {}
     wav = read_wav_layout(path) if pr.container == "wav" else None
     if wav is not None:
@@ -133,9 +193,16 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float, so
         raise reject(TOO_LONG, f"the header states {header_s:.1f} s; masters of {pr.channels} channel(s) at "
                      f"{pr.sample_rate} Hz may last at most {longest:.1f} s",
                      header_s=round(header_s, 6), max_s=round(longest, 6), **where)
-    # Decoding stops just past the limit, so a header that understates the length costs no more CPU.
-    dec = _decode(path, allowed.demuxer, ffmpeg, timeout, longest + 1.0, where)
-    if dec.duration_estimated and not header_is_ours:
+    return HeaderCheck(path=path, size=size, allowed=allowed, probe=pr, header_s=header_s,
+                       header_is_ours=header_is_ours, riff_info=riff_info, longest=longest, where=where)
+
+
+def judge(head: HeaderCheck, dec: Decoded, *, asset_id: str, source_name: str | None = None,
+          limits: IngestConfig = IngestConfig()) -> MasterInfo:
+    """Compare what decoded with what the header promised; the accepted master's ``MasterInfo``."""
+    path, pr, where, longest = head.path, head.probe, head.where, head.longest
+    header_s = head.header_s
+    if dec.duration_estimated and not head.header_is_ours:
         header_s = None
     decoded_s = dec.samples / pr.sample_rate
     if decoded_s > longest:
@@ -164,14 +231,14 @@ def inspect(path: Path, *, asset_id: str, ffmpeg: FfmpegInfo, timeout: float, so
         raise reject(DURATION_MISMATCH, f"{decoded_s:.3f} s decode but the header states {header_s:.3f} s",
                      tolerance_s=tol, **timing)
 
-    tags, artwork = read_tags(path, riff_info, max_read=limits.max_tag_bytes, max_artwork=limits.max_artwork_bytes)
+    tags, artwork = read_tags(path, head.riff_info, max_read=limits.max_tag_bytes, max_artwork=limits.max_artwork_bytes)
     bits = dec.summary.bits_per_sample if dec.summary and dec.summary.bits_per_sample else pr.bits_per_sample
     return MasterInfo(
         asset_id=asset_id,
         source_name=path.name if source_name is None else source_name,
-        size=size,
+        size=head.size,
         container=pr.container,
-        demuxer=allowed.demuxer,
+        demuxer=head.allowed.demuxer,
         codec=pr.codec,
         sample_rate=pr.sample_rate,
         channels=pr.channels,

@@ -34,6 +34,7 @@ Each figure is coded to the nearest code; one outside its coding's range is left
 
 from __future__ import annotations
 
+import functools
 import struct
 from typing import Callable
 
@@ -76,6 +77,7 @@ def _code(value: float | None, decode: Callable[[int], float], codes: range) -> 
     return min(codes, key=lambda c: abs(decode(c) - value))
 
 
+@functools.lru_cache(maxsize=64)  # one master's figures, coded once for all its renditions and layouts
 def ludt(loudness: Loudness | None) -> bytes:
     """``ludt(tlou)`` for the master's loudness; empty when nothing is known (a silent master)."""
     if loudness is None:

@@ -29,7 +29,7 @@ def quick(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("bench")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TONEARM_")}
     p = subprocess.run([sys.executable, "-m", "benchmarks.run", "--quick", "--out", str(base / "results"),
-                        "--work", str(base / "work")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+                        "--work", str(base / "work")], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return base / "results"
 
@@ -42,6 +42,13 @@ def test_every_section_measured(quick: Path) -> None:
     assert len(pipe["tonearm"]["assets"]) == len(pipe["masters"]) == 2
     assert pipe["floor"]["encode_cpu_s"] > 0 and set(pipe["floor"]["per_rung_cpu_s"]) == set(pipe["ladder"])
     assert pipe["naive"]["processes"] == 2 * len(pipe["ladder"])
+    small = res["pipeline_small"]  # the small catalog, against its own floor in the same run
+    assert len(small["tonearm"]["assets"]) == len(small["masters"]) == 2 and small["floor"]["encode_cpu_s"] > 0
+    assert small["tonearm"]["jobs"] == "default"
+    spans = res["overhead"]["spans"]["spans_s"]  # the per-master breakdown: every stage was timed
+    assert {"hash + copy into storage", "packaging (both layouts)", "catalog writes and reads",
+            "ffmpeg run: decode + measure + encode"} <= set(spans) and all(v >= 0 for v in spans.values())
+    assert 0 < res["overhead"]["fixed_s"] < res["overhead"]["spans"]["job_s"]
     servers = {(r["server"], r["scenario"]) for r in res["origin"]["rows"]}
     assert {("nginx", "segment"), ("tonearm-w1", "segment"), ("nginx", "range"), ("tonearm-w1", "manifest")} <= servers
     assert all(r["requests"] > 0 for r in res["origin"]["rows"])

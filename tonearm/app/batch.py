@@ -3,7 +3,9 @@
 Debian's ffmpeg 5.1 runs all rungs of one encoder process on one core
 (performance-calibration notes), so one master at a time leaves the other
 cores idle.  Running whole masters in parallel, one ``process()`` per worker
-process, keeps every core busy.  Each worker builds its own ``Context``: the
+process, keeps every core busy; the last jobs to start (and a lone master) split their ladder
+across two ffmpeg runs (``encoders_per_job``), so the end of a batch does not leave a core idle
+either.  Each worker builds its own ``Context``: the
 SQLite catalog and the storage are safe across processes (the catalog lease
 decides who encodes shared bytes), but connections must not cross a fork.
 """
@@ -34,9 +36,22 @@ def _init_worker(cfg: Config) -> None:
     _worker_ctx = Context.from_config(cfg)
 
 
-def _run_one(path: Path) -> JobResult:
+def _run_one(path: Path, encoders: int = 1) -> JobResult:
     assert _worker_ctx is not None, "worker was not initialised"
-    return process(_worker_ctx, path)
+    return process(_worker_ctx, path, encoders=encoders)
+
+
+def encoders_per_job(count: int, jobs: int) -> list[int]:
+    """How many ffmpeg runs each of ``count`` jobs (in start order) splits its ladder across.
+
+    Whole masters in parallel keep every core busy while at least ``jobs`` are queued; the last
+    ``jobs - 1`` to start would leave cores idle as the others finish (and a lone master, all
+    but one), so those split their ladder in two (``transcode.split``): no core idles while work
+    is queued, at the cost of one more decode and resample for those masters only.
+    """
+    if jobs < 2:
+        return [1] * count
+    return [2 if i >= count - (jobs - 1) else 1 for i in range(count)]
 
 
 def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[JobResult]:
@@ -56,10 +71,11 @@ def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[J
         raise ValueError(f"jobs must be >= 1, got {jobs}")
     if jobs == 1 or len(paths) <= 1:
         ctx = Context.from_config(cfg)
-        for path in paths:
-            yield process(ctx, path)
+        for path, encoders in zip(paths, encoders_per_job(len(paths), jobs)):
+            yield process(ctx, path, encoders=encoders)
         return
     paths.sort(key=_work_estimate, reverse=True)  # longest first: no core idles at the end on one long master
+    split = encoders_per_job(len(paths), jobs)
     pool = ProcessPoolExecutor(
         max_workers=min(jobs, len(paths)),
         mp_context=multiprocessing.get_context("spawn"),
@@ -67,7 +83,7 @@ def process_many(cfg: Config, paths: Iterable[Path], *, jobs: int) -> Iterator[J
         initargs=(cfg,),
     )
     try:
-        sources: dict[Future[JobResult], Path] = {pool.submit(_run_one, p): p for p in paths}
+        sources: dict[Future[JobResult], Path] = {pool.submit(_run_one, p, n): p for p, n in zip(paths, split)}
         pending = set(sources)
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)

@@ -20,12 +20,9 @@ from typing import Sequence
 from tqdm import tqdm
 
 from ingest.discover import discover
-from origin.server import serve
-from origin.signing import parse_ttl, playback_urls
 from tonearm.app import jobs_cli, watch, webhooks
 from tonearm.app.api import commands as api_commands
 from tonearm.app.batch import default_jobs, process_many
-from tonearm.app.demo import write_demo_master
 from tonearm.app.pipeline import Context, reject_unread
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
@@ -105,6 +102,8 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     cfg = _config(args, origin={"host": args.host, "port": args.port, "workers": args.workers})
+    from origin.server import serve  # lazy: aiohttp and the origin are not needed to ingest (start-up cost)
+
     return serve(cfg)
 
 
@@ -112,6 +111,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
     cfg = _config(args)
     if not cfg.origin.signing_key:
         raise ConfigError("signing needs a key: set [origin] signing_key or TONEARM_SIGNING_KEY")
+    from origin.signing import parse_ttl, playback_urls
+
     for url in playback_urls(cfg, args.asset, parse_ttl(args.ttl), base=args.base):
         print(url)
     return 0
@@ -119,6 +120,8 @@ def cmd_sign(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     cfg = _config(args)
+    from tonearm.app.demo import write_demo_master  # lazy: numpy is only for the demo
+
     path = write_demo_master(Path(args.out) if args.out else cfg.data_dir / "demo", cfg)
     print(path)
     return 0

@@ -1,7 +1,7 @@
 """The whole pipeline, assembled in one readable function.
 
-    master file -> ingest.inspect -> transcode.encode_ladder -> packager.package
-                -> manifests.write_manifests -> storage.publish
+    master file -> ingest header checks -> one ffmpeg run: transcode's ladder + ingest's measurements
+                (tonearm.app.shared_pass) -> packager.package -> manifests.write_manifests -> storage.publish
 
 Each stage is a package of its own and speaks only the plain types in
 ``tonearm.core.model``.  The catalog lease makes the job idempotent: the same bytes
@@ -27,6 +27,7 @@ from ingest import Rejected, content_id, inspect
 from ingest.names import printable
 from manifests import average_bandwidth, normalisation, peak_bandwidth, write_manifests
 from packager import package
+from tonearm.app.shared_pass import SharedPass, validate_and_encode
 from tonearm.core.backends import open_storage
 from tonearm.core.catalog import Catalog, Claim, LeaseKeeper, LeaseLost, default_owner, owner_alive
 from tonearm.core.catalog_errors import CatalogError, filesystem_of
@@ -95,13 +96,15 @@ class Context:
         return cls(cfg=cfg, storage=storage, catalog=open_catalog(cfg))  # type: ignore[arg-type]
 
 
-def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, protection: str | None = None) -> JobResult:
+def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, protection: str | None = None,
+            encoders: int = 1) -> JobResult:
     """Ingest one master and publish it, or quarantine it with a reason.
 
     ``protection`` overrides ``[protection] scheme`` for this master ("none", "cbcs", "cenc", "aes-128").
 
     The master is copied into storage as it is hashed (one read of one open file), and every later
     stage reads only that copy: what is published is always the audio of the bytes that were hashed.
+    ``encoders`` > 1 splits the ladder across that many ffmpeg runs (a master with cores to spare).
     """
 
     if protection is not None and protection not in PROTECTION_SCHEMES:
@@ -126,7 +129,7 @@ def process(ctx: Context, path: Path, *, wait_busy: float = 3600.0, protection: 
         if claim is not Claim.CLAIMED:
             return _existing(ctx, source, asset_id, t0)
         with LeaseKeeper(ctx.catalog, asset_id, owner=owner, lease_s=lease_s) as lease:
-            return _claimed(ctx, path, source, received, asset_id, lease, t0, protection)
+            return _claimed(ctx, path, source, received, asset_id, lease, t0, protection, encoders)
     finally:
         received.unlink(missing_ok=True)
 
@@ -137,20 +140,23 @@ def reject_unread(ctx: Context, path: Path, error: JobError) -> JobResult:
 
 
 def _claimed(ctx: Context, path: Path, source: str, received: Path, asset_id: str, lease: LeaseKeeper,
-             t0: float, protection: str | None = None) -> JobResult:
+             t0: float, protection: str | None = None, encoders: int = 1) -> JobResult:
     """Validate our copy, keep it, build and publish the asset, all under a live lease."""
     try:
         ffmpeg = locate(ctx.cfg.ffmpeg.path)
-        try:
+        try:  # one decode validates, measures and encodes (tonearm.app.shared_pass)
             ctx.stage("validating")
-            info = inspect(received, asset_id=asset_id, source_name=printable(path.name), ffmpeg=ffmpeg,
-                           timeout=ctx.cfg.ffmpeg.timeout, limits=ctx.cfg.ingest)
+            shared = validate_and_encode(ctx.cfg, ctx.storage, received, asset_id=asset_id,
+                                         source_name=printable(path.name), owner=lease.owner, ffmpeg=ffmpeg,
+                                         encoders=encoders, on_encode=lambda i: _encoding(ctx, i))
         except Rejected as rej:
             return _quarantine(ctx, source, received, asset_id, rej.error, t0)
-        stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
-        ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
-        descriptor = _build(ctx, stored, info, ffmpeg, lease.owner, lease.check,
-                            scheme=protection or ctx.cfg.protection.scheme)
+        with shared:
+            info = shared.info
+            stored = ctx.storage.keep_master(received, asset_id, _suffix(path))
+            ctx.catalog.set_state(asset_id, AssetState.VALIDATED, info=master_json(info))
+            descriptor = _build(ctx, stored, info, ffmpeg, lease.owner, lease.check,
+                                scheme=protection or ctx.cfg.protection.scheme, shared=shared)
         ctx.catalog.set_state(asset_id, AssetState.PUBLISHED, info=descriptor)
         return JobResult(source=source, outcome=Outcome.PUBLISHED, asset_id=asset_id, info=descriptor,
                          seconds=time.monotonic() - t0)
@@ -188,9 +194,10 @@ def _disk_error(exc: OSError, where: Path | None) -> JobError:
 
 
 def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, owner: str, check: Callable[[], None],
-           *, replace: bool = False, scheme: str = "none") -> dict[str, Any]:
-    """Encode, package and write manifests in staging, then publish in one step (if ``check`` passes:
-    the lease still holds); ``replace``: over the published version (repackage), the catalog row untouched.
+           *, replace: bool = False, scheme: str = "none", shared: SharedPass | None = None) -> dict[str, Any]:
+    """Encode (unless ``shared`` did), package and write manifests in staging, then publish in one step
+    (if ``check`` passes: the lease still holds); ``replace``: over the published version (repackage),
+    the catalog row untouched.
 
     A protected asset's content key is made (or, on a retried job or a repackage, reused) in the key
     store before packaging; only its scheme and key id reach the descriptor.
@@ -199,16 +206,19 @@ def _build(ctx: Context, master: Path, info: MasterInfo, ffmpeg: Any, owner: str
     cfg = ctx.cfg
     if not replace and ctx.storage.is_published(info.asset_id):  # a run crashed before the catalog update
         return ctx.storage.read_descriptor(info.asset_id) or {}
-    if not replace:
-        ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
-    staging = ctx.storage.new_staging(info.asset_id, owner)
+    if shared is not None and shared.staging is not None and shared.encoded is not None:
+        staging, encoded = shared.staging, shared.encoded
+    else:
+        if not replace:
+            ctx.storage.clean_stale_staging(info.asset_id, owner_alive)
+        staging, encoded = ctx.storage.new_staging(info.asset_id, owner), None
     try:
         if not replace:
             ctx.catalog.set_state(info.asset_id, AssetState.TRANSCODING)
-        ctx.stage("transcoding")
-        with progress_to(_rendition_progress(ctx, info)):
-            encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
-                                    timeout=cfg.ffmpeg.timeout)
+        if encoded is None:
+            with progress_to(_encoding(ctx, info)):
+                encoded = encode_ladder(master, info, cfg.ladder, staging / ".encode", ffmpeg=ffmpeg,
+                                        timeout=cfg.ffmpeg.timeout)
         ctx.stage("packaging")
         if not replace:
             ctx.catalog.set_state(info.asset_id, AssetState.PACKAGING)
@@ -266,8 +276,10 @@ def repackage(ctx: Context, asset_id: str) -> JobResult:
                      seconds=time.monotonic() - t0)
 
 
-def _rendition_progress(ctx: Context, info: MasterInfo) -> Callable[[float], None] | None:
-    """ffmpeg's ``-progress`` seconds as a fraction per rendition (one run encodes every rung)."""
+def _encoding(ctx: Context, info: MasterInfo) -> Callable[[float], None] | None:
+    """The encoders start (in the shared pass or on their own): the job is transcoding, and ffmpeg's
+    ``-progress`` seconds become a fraction per rendition."""
+    ctx.stage("transcoding")
     if ctx.on_progress is None:
         return None
     names, total = [r.name for r in ctx.cfg.ladder.all_rungs], max(info.duration_s, 1e-3)

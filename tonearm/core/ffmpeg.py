@@ -113,12 +113,9 @@ def locate(configured: str = "") -> FfmpegInfo:
             tried.append(f"{path} ({source}): not an executable file")
             continue
         try:
-            version = subprocess.run(
-                [resolved, "-hide_banner", "-version"], capture_output=True, text=True, timeout=30
-            ).stdout
-            encoders = subprocess.run(
-                [resolved, "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30
-            ).stdout
+            # One run, not two (a per-process start-up cost): the banner on stderr says the version.
+            listed = subprocess.run([resolved, "-encoders"], capture_output=True, text=True, timeout=30)
+            version, encoders = listed.stderr, listed.stdout
         except (OSError, subprocess.TimeoutExpired) as exc:
             tried.append(f"{path} ({source}): {exc}")
             continue

@@ -155,3 +155,19 @@ class JobError:
     code: str
     message: str
     details: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeasureBranch:
+    """A measurement tapped off a master's decoded audio inside another stage's ffmpeg run.
+
+    One decode per master: ingest states which filters measure a master (plain data, applied in
+    order to the first audio stream as decoded, before any resampling), transcode adds them as one
+    more ``asplit`` branch of its encoder graph ending in the null muxer, and ingest parses the
+    run's stderr.  ``read_limit_s`` bounds how much of the master the whole run reads.
+    """
+
+    filters: tuple[tuple[str, dict[str, str]], ...]  # (filter name, options), in order
+    codec: str  # what the null muxer is fed
+    loglevel: str  # the run's -loglevel, so the parser sees the lines it needs
+    read_limit_s: float
