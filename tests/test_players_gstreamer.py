@@ -404,8 +404,14 @@ FORCED = [("hls", 1, "aac_64k", "aac_64k"), ("hls", 125, "opus_96k", "opus_96k")
 @pytest.mark.parametrize(("protocol", "speed", "first", "rest"), FORCED, ids=[f"{p}-{s}kbps" for p, s, _, _ in FORCED])
 def test_connection_speed_forces_one_rendition(ref: Reference, tmp_path: Path, client: str, protocol: str, speed: int,
                                               first: str, rest: str) -> None:
-    since = time.time()
-    run = play(ref.url(protocol, "segmented"), client, tmp_path / "out.raw", f"connection-speed={speed}")
+    for attempt in range(2):
+        since = time.time()
+        run = play(ref.url(protocol, "segmented"), client, tmp_path / "out.raw", f"connection-speed={speed}")
+        # GStreamer 1.22's adaptivedemux2 sometimes gives up on fragments the origin served with 200 ("Can't
+        # push EOS on non-exposed pad", then "Couldn't download fragments") when the cores are busy: a
+        # player would retry, and so does this test, once, on a fresh pipeline; the second run must pass.
+        if attempt or "Can't push EOS on non-exposed pad" not in run.stderr or len(run.pcm):
+            break
     run.requests = served(ref.origin, ref.asset_id, since)
     rung = ref.rungs[rest]
     segments = [r["path"].split("/", 3)[-1] for r in run.requests if re.search(r"/seg-\d+\.m4s$", r["path"])]
