@@ -147,8 +147,8 @@ def pg_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator["PgCluster"
     """A real PostgreSQL 15 on 127.0.0.1 and a free port (tests/fixtures_pg.py), once per session."""
     from fixtures_pg import pg_available, remove_cluster, start_cluster
 
-    if (why := pg_available()) is not None:
-        pytest.skip(why)
+    if (why := pg_available()) is not None:  # scripts/test-deps.sh installs it: missing is a failure
+        pytest.fail(f"PostgreSQL 15 is needed: {why} (run scripts/test-deps.sh)", pytrace=False)
     # not under pytest's basetemp: its parents are root-only (0700) and other pytest runs prune them
     import tempfile
 
