@@ -212,18 +212,9 @@ class Catalog:
         error: dict[str, Any] | None = None,
         release: bool = False,
     ) -> None:
-        sets = ["state=?", "updated_at=?"]
-        args: list[Any] = [state.value, time.time()]
-        if info is not None:
-            sets += ["info=?", "search_title=?", "search_artist=?"]
-            args += [json.dumps(info, sort_keys=True), *search_keys(info)]
-        if error is not None:
-            sets.append("error=?")
-            args.append(json.dumps(error, sort_keys=True))
-        if release or state in FINAL_STATES or state is AssetState.FAILED:
-            sets += ["owner=NULL", "lease_until=NULL"]
+        sql, args = state_update(state, info=info, error=error, release=release, mark="?")
         with self._tx() as db:
-            db.execute(f"UPDATE assets SET {', '.join(sets)} WHERE id=?", (*args, asset_id))
+            db.execute(sql, (*args, asset_id))
 
     @_guarded
     def get(self, asset_id: str) -> AssetRecord | None:
@@ -284,6 +275,24 @@ class Catalog:
                     (d["asset_id"], AssetState.PUBLISHED.value, d["source_name"], json.dumps(d, sort_keys=True),
                      created, now, *search_keys(d)),
                 )
+
+
+def state_update(state: AssetState, *, info: dict[str, Any] | None, error: dict[str, Any] | None, release: bool,
+                 mark: str) -> tuple[str, list[Any]]:
+    """The ``UPDATE assets`` of ``set_state`` for both backends (``mark``: the driver's placeholder, ``?`` or
+    ``%s``); the caller appends the asset id.  A final or failed state releases the lease."""
+    sets = ["state", "updated_at"]
+    args: list[Any] = [state.value, time.time()]
+    if info is not None:
+        sets += ["info", "search_title", "search_artist"]
+        args += [json.dumps(info, sort_keys=True), *search_keys(info)]
+    if error is not None:
+        sets.append("error")
+        args.append(json.dumps(error, sort_keys=True))
+    assigned = [f"{col}={mark}" for col in sets]
+    if release or state in FINAL_STATES or state is AssetState.FAILED:
+        assigned += ["owner=NULL", "lease_until=NULL"]
+    return f"UPDATE assets SET {', '.join(assigned)} WHERE id={mark}", args
 
 
 def owner_alive(owner: str) -> bool:

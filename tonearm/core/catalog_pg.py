@@ -35,6 +35,7 @@ from tonearm.core.catalog import (
     like_pattern,
     owner_alive,
     search_keys,
+    state_update,
 )
 from tonearm.core.catalog_errors import CatalogError
 from tonearm.core.model import AssetState
@@ -163,17 +164,8 @@ class PgCatalog:
 
     def set_state(self, asset_id: str, state: AssetState, *, info: dict[str, Any] | None = None,
                   error: dict[str, Any] | None = None, release: bool = False) -> None:
-        sets = ["state=%s", "updated_at=%s"]
-        args: list[Any] = [state.value, time.time()]
-        if info is not None:
-            sets += ["info=%s", "search_title=%s", "search_artist=%s"]
-            args += [json.dumps(info, sort_keys=True), *search_keys(info)]
-        if error is not None:
-            sets.append("error=%s")
-            args.append(json.dumps(error, sort_keys=True))
-        if release or state in FINAL_STATES or state is AssetState.FAILED:
-            sets += ["owner=NULL", "lease_until=NULL"]
-        self.run(lambda db: db.execute(f"UPDATE assets SET {', '.join(sets)} WHERE id=%s", (*args, asset_id)))
+        sql, args = state_update(state, info=info, error=error, release=release, mark="%s")
+        self.run(lambda db: db.execute(sql, (*args, asset_id)))
 
     def get(self, asset_id: str) -> AssetRecord | None:
         row = self.run(lambda db: db.execute(f"SELECT {RECORD} FROM assets WHERE id=%s", (asset_id,)).fetchone())
