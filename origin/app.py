@@ -16,7 +16,7 @@ import os
 import re
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, NamedTuple
 
 from aiohttp import web
 
@@ -25,7 +25,7 @@ from origin.cache import EntryCache
 from origin.licence import KEYS_RE, NO_STORE, KeyService
 from origin.observe import CONTENT_TYPE_LATEST, METRICS, AccessLog, render_metrics
 from origin.representation import Kind, classify
-from origin.respond import Aborted, respond
+from origin.respond import Aborted, CachedResponse, Planned, respond, text_plan
 from origin.s3source import S3Source
 from origin.signing import redact, verify
 from origin.sources import MAX_CACHED_FILE, LocalSource, Scope, Source
@@ -55,6 +55,15 @@ API_ALLOW_HEADERS = "Authorization, X-Request-Id"
 KEYS_ALLOW_HEADERS = "Content-Type, X-Request-Id"  # EME licence requests are POSTed JSON
 ROUTE_OF_KIND = {Kind.MEDIA: "media", Kind.INIT: "init", Kind.PLAYLIST: "manifest", Kind.MPD: "manifest",
                  Kind.DESCRIPTOR: "descriptor", Kind.STATIC: "static"}
+
+class Refusal(NamedTuple):
+    status: int
+    text: str
+
+
+NOT_FOUND = Refusal(404, "not found\n")
+SIGNATURE_REQUIRED = Refusal(403, "a signed URL is required\n")
+BAD_SIGNATURE = Refusal(403, "expired or invalid signature\n")
 
 PLACEHOLDER = b"""<!doctype html><meta charset="utf-8"><title>tonearm origin</title>
 <h1>tonearm origin</h1><p>The player page is not installed. Assets: <a href="/api/assets">/api/assets</a>.</p>
@@ -109,10 +118,8 @@ class Origin:
             timer = self.first_request_timers.pop(request.protocol, None)
             if timer is not None:
                 timer.cancel()
-        rid = request.headers.get("X-Request-Id")
-        if rid is None or not REQUEST_ID_RE.fullmatch(rid):
-            rid = self._id_prefix + format(next(self._ids), "x")
-        extra = self._api_cors(request) if request.path.startswith("/api/") else self._cors(request)
+        rid = self.request_id(request.headers.get("X-Request-Id"))
+        extra = self._api_cors(request) if request.path.startswith("/api/") else self.cors_for(request.headers)
         extra["X-Request-Id"] = rid
         METRICS.active += 1
         route, status, error = "other", 500, None
@@ -161,10 +168,17 @@ class Origin:
                 except Exception:  # a log line is never worth a request
                     log.exception("access log write failed")
 
-    def _cors(self, request: web.Request) -> dict[str, str]:
+    def request_id(self, given: str | None) -> str:
+        """The client's X-Request-Id when it is a sane token, else a new one unique to this process."""
+        if given is None or not REQUEST_ID_RE.fullmatch(given):
+            return self._id_prefix + format(next(self._ids), "x")
+        return given
+
+    def cors_for(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """CORS fields of a media or manifest response (a fresh dict: the caller adds to it)."""
         if self.cors_any:
             return dict(self.cors)
-        origin = request.headers.get("Origin")
+        origin = headers.get("Origin")
         if origin in self.cors_origins:
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSE, "Vary": "Origin"}
         return {}
@@ -199,21 +213,11 @@ class Origin:
             return "keys", await self.keys.handle(request, target.group(1), target.group(2), extra)
         if method not in ("GET", "HEAD"):
             return "other", _text(405, "method not allowed\n", {**extra, "Allow": "GET, HEAD, OPTIONS"})
-        if path.startswith("/assets/"):
-            m = ASSET_RE.fullmatch(path)
-            if m is None:
-                return "other", _text(404, "not found\n", extra)
-            if self.require_signed:
-                return "other", _text(403, "a signed URL is required\n", extra)
-            return await self._asset(request, m.group(1), m.group(2), extra)
-        if path.startswith("/s/"):
-            m = SIGNED_RE.fullmatch(path)
-            asset = ASSET_RE.fullmatch(m.group(2)) if m else None
-            if m is None or asset is None:
-                return "other", _text(404, "not found\n", extra)
-            if not verify(self.key, m.group(1), asset.group(1)):
-                return "other", _text(403, "expired or invalid signature\n", extra)
-            return await self._asset(request, asset.group(1), asset.group(2), extra)
+        if path.startswith(("/assets/", "/s/")):
+            located = self.locate(path)
+            if isinstance(located, Refusal):
+                return "other", _text(located.status, located.text, extra)
+            return await self._asset(request, *located, extra)
         if path == "/":
             return await self._static(request, "index.html", extra, placeholder=True)
         if path.startswith("/static/"):
@@ -234,6 +238,36 @@ class Origin:
                                                                 "Cache-Control": "no-store"})
         return "other", _text(404, "not found\n", extra)
 
+    def locate(self, path: str) -> tuple[Scope, str, Kind] | Refusal:
+        """(scope, file, kind) of an ``/assets/...`` or signed ``/s/<token>/assets/...`` path, or why not.
+
+        The one place media paths and their signatures are checked: the aiohttp
+        handler and the fast path (``origin.fastpath``) both ask here.
+        """
+        if path.startswith("/assets/"):
+            m = ASSET_RE.fullmatch(path)
+            if m is None:
+                return NOT_FOUND
+            if self.require_signed:
+                return SIGNATURE_REQUIRED
+        else:
+            signed = SIGNED_RE.fullmatch(path)
+            m = ASSET_RE.fullmatch(signed.group(2)) if signed else None
+            if signed is None or m is None:
+                return NOT_FOUND
+            if not verify(self.key, signed.group(1), m.group(1)):
+                return BAD_SIGNATURE
+        asset_id, rel = m.group(1), m.group(2)
+        kind = classify(rel)
+        if kind is None:
+            return NOT_FOUND
+        return Scope(f"a/{asset_id}", asset_id), rel, kind
+
+    def storage_failed(self, method: str, path: str, exc: Exception, extra: dict[str, str]) -> Planned:
+        """Storage unreachable or failing: say so (502, retry soon), the request was fine; logged once here."""
+        log.error("%s %s: storage error: %s: %s", method, redact(path), type(exc).__name__, exc)
+        return text_plan(502, "storage error\n", {**extra, "Retry-After": "1"})
+
     async def _readyz(self, extra: dict[str, str]) -> web.Response:
         """200 when this origin should get traffic: not draining, and its storage answers (in bounded time)."""
         headers = {**extra, "Cache-Control": "no-store"}
@@ -245,19 +279,15 @@ class Origin:
             ok = False
         return _text(200 if ok else 503, "ready\n" if ok else "storage unreachable\n", headers)
 
-    async def _asset(self, request: web.Request, asset_id: str, rel: str, extra: dict[str, str]
+    async def _asset(self, request: web.Request, scope: Scope, rel: str, kind: Kind, extra: dict[str, str]
                      ) -> tuple[str, web.StreamResponse]:
-        kind = classify(rel)
-        if kind is None:
-            return "other", _text(404, "not found\n", extra)
         route = ROUTE_OF_KIND[kind]
         try:
-            found = await self.source.resolve(Scope(f"a/{asset_id}", asset_id), rel, kind)
-        except Exception as exc:  # storage unreachable or failing: say so, the request was fine
-            log.error("%s %s: storage error: %s: %s", request.method, redact(request.path), type(exc).__name__, exc)
-            return route, _text(502, "storage error\n", {**extra, "Retry-After": "1"})
+            found = await self.source.resolve(scope, rel, kind)
+        except Exception as exc:
+            return route, CachedResponse(self.storage_failed(request.method, request.path, exc, extra))
         if found is None:
-            return route, _text(404, "not found\n", extra)
+            return route, CachedResponse(text_plan(404, "not found\n", extra))
         try:
             return route, await respond(request, found[0], found[1], extra)
         except Aborted as exc:
@@ -322,8 +352,10 @@ def make_app(cfg: Config, *, source: Source | None = None) -> web.Application:
                 origin.access.flush()
 
         task = asyncio.create_task(loop())
+        gates = asyncio.create_task(origin.source.keep_gates_fresh())
         yield
         task.cancel()
+        gates.cancel()
         METRICS.flush()
         await origin.close()
 

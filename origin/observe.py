@@ -10,6 +10,7 @@ With one worker the registry is simply the process's own.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import sys
@@ -17,11 +18,12 @@ import threading
 import time
 from typing import IO, Any
 
+from aiohttp.http_exceptions import HttpProcessingError
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from origin.signing import redact
 
-__all__ = ("METRICS", "AccessLog", "render_metrics", "CONTENT_TYPE_LATEST")
+__all__ = ("METRICS", "AccessLog", "BadRequestFilter", "render_metrics", "CONTENT_TYPE_LATEST")
 
 ROUTES = ("media", "init", "manifest", "descriptor", "static", "api", "health", "metrics", "preflight", "keys",
           "other")
@@ -47,11 +49,14 @@ class _Metrics:
         self.in_flight = Gauge("tonearm_http_requests_in_flight", "Requests being served (sampled twice a second)",
                                multiprocess_mode="livesum")
         self.disconnects = Counter("tonearm_http_client_disconnects", "Clients gone before the last byte", ["route"])
+        self.fast = Counter("tonearm_http_fast_path_responses",
+                            "Responses sent by the fast path (origin.fastpath) rather than through aiohttp")
         # Label children resolved once: .labels() per request costs more than the increment.
         self._latency = {r: self.latency.labels(r) for r in ROUTES}
         self.active = 0
         self._counts: dict[tuple[str, int], int] = {}
         self._sent: dict[str, int] = {}
+        self.fast_served = 0  # counted by origin.fastpath
 
     def observe(self, route: str, status: int, nbytes: int, seconds: float) -> None:
         key = (route, status)
@@ -67,10 +72,32 @@ class _Metrics:
             self.requests.labels(route, str(status)).inc(n)
         for route, n in sent.items():
             self.bytes.labels(route).inc(n)
+        fast, self.fast_served = self.fast_served, 0
+        if fast:
+            self.fast.inc(fast)
         self.in_flight.set(self.active)
 
 
 METRICS = _Metrics()
+
+
+class BadRequestFilter(logging.Filter):
+    """Counts a client's malformed request instead of logging its traceback at ERROR.
+
+    aiohttp answers 400 (or 431, 501) to a request it cannot parse, without
+    reaching the origin's handler, and logs it as "Error handling request"
+    with a traceback: anyone on the internet could fill the log that way.
+    Installed on ``aiohttp.server`` by ``tonearm serve``: such records become
+    a count in ``tonearm_http_requests{route="other",status=...}``; every
+    other record passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if isinstance(exc, HttpProcessingError):
+            METRICS.observe("other", exc.code or 400, 0, 0.0)
+            return False
+        return True
 
 
 def render_metrics() -> bytes:
@@ -132,20 +159,28 @@ class AccessLog:
 
     def write(self, request: Any, rid: str, status: int, nbytes: int, seconds: float, route: str,
               error: str | None) -> None:
-        """Append one record; formatted by hand (a json.dumps of a dict costs 5x more), strings JSON-escaped."""
+        """Append the record of an aiohttp request (see ``record``)."""
         if self._stream is None:
             return
-        headers = request.headers
         path = request.raw_path
         if path.startswith("/s/"):
             path = redact(path)
         elif "%" in path[1:3] and request.path.startswith("/s/"):  # "/%73/...", "/s%2F...": signed once decoded
             path = redact(request.path) + (f"?{request.query_string}" if request.query_string else "")
-        line = (f'{{"ts":{time.time():.3f},"id":"{rid}","method":{_str(request.method)},'
+        self.record(request.method, path, rid, status, nbytes, seconds, route, request.remote,
+                    request.headers.get("Range"), error)
+
+    def record(self, method: str, path: str, rid: str, status: int, nbytes: int, seconds: float, route: str,
+               remote: str | None, rng: str | None, error: str | None) -> None:
+        """Append one record (``path`` already redacted); formatted by hand (a json.dumps of a dict costs 5x
+        more), strings JSON-escaped."""
+        if self._stream is None:
+            return
+        line = (f'{{"ts":{time.time():.3f},"id":"{rid}","method":{_str(method)},'
                 f'"path":{_str(path[:512])},"status":{status},"bytes":{nbytes},'
-                f'"ms":{seconds * 1000:.3f},"route":"{route}","remote":{_str(request.remote)}')
-        if "Range" in headers:
-            line += f',"range":{_str(headers["Range"][:200])}'
+                f'"ms":{seconds * 1000:.3f},"route":"{route}","remote":{_str(remote)}')
+        if rng is not None:
+            line += f',"range":{_str(rng[:200])}'
         if error:
             line += f',"error":{_str(error)}'
         self._buf.append(line + "}")

@@ -17,8 +17,10 @@ from __future__ import annotations
 import functools
 import secrets
 import time
+from dataclasses import dataclass
 from email.utils import formatdate
-from typing import Any
+from http import HTTPStatus
+from typing import Any, Mapping
 
 from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
@@ -27,7 +29,7 @@ from origin.conditional import Outcome, evaluate
 from origin.representation import Entry, Variant
 from origin.sources import Body
 
-__all__ = ("respond", "accepts_gzip", "Aborted", "BOUNDARY")
+__all__ = ("respond", "plan", "serialise", "Planned", "text_plan", "accepts_gzip", "Aborted", "BOUNDARY")
 
 
 class Aborted(Exception):
@@ -88,27 +90,91 @@ def _date() -> str:
     return _date_line
 
 
-class CachedResponse(web.StreamResponse):
-    """A 200 or single-range 206 of cached bytes: precomputed header text + body in one write.
+@dataclass(slots=True)
+class Planned:
+    """A response made of precomputed header text and cached bytes (or none): what the hot paths send.
 
-    Sent from ``prepare`` (the handler calls it; aiohttp's own later ``prepare``
-    and ``write_eof`` then see a finished response).  The header fields and
-    their order are what ``web.Response`` sends for the same dict: the
-    entry's, then ``extra`` (CORS, X-Request-Id), then Content-Range,
-    Content-Length, Date, Server and, when needed, Connection.  HEAD gets the
-    same fields and no body (RFC 9110 9.3.2).  There are no
-    ``on_response_prepare`` signals in this app, so skipping them changes nothing.
+    ``head`` holds the field lines of the entry, ``extra`` and Content-Range;
+    ``length`` is the Content-Length (None for a 304, which has neither body
+    nor Content-Length, as aiohttp sends it).
     """
 
-    def __init__(self, status: int, head: str, body: Any, length: int) -> None:
-        super().__init__(status=status)
-        self._head = head
-        self._payload = body
-        self._length = length
+    status: int
+    reason: str
+    head: str
+    payload: Any
+    length: int | None
+
+
+def plan(method: str, hdrs: Mapping[str, str], entry: Entry, extra: dict[str, str]) -> Planned | None:
+    """The 200, single-range 206 or 304 for ``entry`` from its cached bytes; None when it needs more.
+
+    None means a streamed body, several ranges, 412 or 416: ``respond`` builds
+    those with aiohttp's own response classes.  Pure: the origin's fast path
+    (``origin.fastpath``) decides with it before anything is sent or counted.
+    """
+    variant = _variant(entry, hdrs)
+    outcome, ranges = evaluate(method, hdrs, etag=variant.etag, mtime=entry.mtime, length=variant.size)
+    data = variant.body
+    if outcome is Outcome.SEND:
+        if data:  # (an empty body keeps web.Response, which leaves Content-Length out of a HEAD for it)
+            return Planned(200, "OK", _head(variant, extra), data, variant.size)
+        return None
+    if outcome is Outcome.PARTIAL:
+        assert ranges
+        if data is None or len(ranges) != 1:
+            return None
+        start, end = ranges[0]
+        crange = f"bytes {start}-{end - 1}/{variant.size}"  # RFC 9110 14.4
+        return Planned(206, "Partial Content", f"{_head(variant, extra)}Content-Range: {crange}\r\n",
+                       memoryview(data)[start:end], end - start)
+    if outcome is Outcome.NOT_MODIFIED:
+        headers = {k: v for k, v in variant.headers.items() if k not in _NOT_MODIFIED_DROP}
+        return Planned(304, "Not Modified", _lines(_merged(headers, extra)), None, None)
+    return None
+
+
+def text_plan(status: int, text: str, headers: dict[str, str]) -> Planned:
+    """A short text/plain answer (404, 502), laid out as ``web.Response(text=...)`` lays it out."""
+    body = text.encode()
+    return Planned(status, HTTPStatus(status).phrase, f"{_lines(headers)}Content-Type: text/plain; charset=utf-8\r\n",
+                   body, len(body))
+
+
+def serialise(planned: Planned, version: tuple[int, int], keep_alive: bool) -> bytes:
+    """Status line and header block of ``planned``, laid out as aiohttp lays out the same response.
+
+    The fields go: the planned ones, then Content-Length, Date, Server and,
+    when needed, Connection (HTTP/1.1 close, or HTTP/1.0 keep-alive).
+    """
+    head = f"HTTP/{version[0]}.{version[1]} {planned.status} {planned.reason}\r\n{planned.head}"
+    if planned.length is not None:
+        head += f"Content-Length: {planned.length}\r\n"
+    head += _date() + _SERVER
+    if version >= (1, 1):
+        if not keep_alive:
+            head += "Connection: close\r\n"
+    elif keep_alive:
+        head += "Connection: keep-alive\r\n"
+    return (head + "\r\n").encode("latin-1")
+
+
+class CachedResponse(web.StreamResponse):
+    """A ``Planned`` response sent from ``prepare`` as one write of header bytes + body.
+
+    The handler calls ``prepare``; aiohttp's own later ``prepare`` and
+    ``write_eof`` then see a finished response.  HEAD gets the same fields and
+    no body (RFC 9110 9.3.2).  There are no ``on_response_prepare`` signals in
+    this app, so skipping them changes nothing.
+    """
+
+    def __init__(self, planned: Planned) -> None:
+        super().__init__(status=planned.status)
+        self._planned = planned
 
     @property
     def content_length(self) -> int | None:
-        return self._length
+        return self._planned.length
 
     async def prepare(self, request: web.BaseRequest) -> None:  # type: ignore[override]
         if self._eof_sent:
@@ -116,22 +182,15 @@ class CachedResponse(web.StreamResponse):
         transport = request.transport
         if transport is None or transport.is_closing():
             raise ConnectionResetError("client went away")
-        version = request.version
         keep_alive = request.keep_alive
-        head = f"HTTP/{version[0]}.{version[1]} {self.status} {self.reason}\r\n{self._head}" \
-               f"Content-Length: {self._length}\r\n{_date()}{_SERVER}"
-        if version >= (1, 1):
-            if not keep_alive:
-                head += "Connection: close\r\n"
-        elif keep_alive:
-            head += "Connection: keep-alive\r\n"
         self._keep_alive = keep_alive
         self._eof_sent = True
-        data = (head + "\r\n").encode("latin-1")
-        if request.method == "HEAD":
+        data = serialise(self._planned, request.version, keep_alive)
+        payload = self._planned.payload
+        if request.method == "HEAD" or payload is None:
             transport.write(data)
         else:
-            transport.writelines((data, self._payload))  # one writev on uvloop: the body is not copied
+            transport.writelines((data, payload))  # one writev on uvloop: the body is not copied
         # Backpressure as aiohttp's own writer applies it: wait while the transport is over its high-water mark.
         await request.writer.drain()
         return None
@@ -162,47 +221,51 @@ async def respond(
     """Evaluate conditionals and ranges, then send; ``body`` (if any) is closed here."""
     try:
         hdrs = request.headers
-        variant: Variant = entry.identity
-        # Ranges address the identity bytes; gzip is offered only to whole-body requests.
-        if entry.gzip is not None and "Range" not in hdrs and accepts_gzip(hdrs.get("Accept-Encoding", "")):
-            variant = entry.gzip
+        planned = plan(request.method, hdrs, entry, extra)
+        if planned is not None:
+            resp = CachedResponse(planned)
+            await resp.prepare(request)
+            return resp
+        variant = _variant(entry, hdrs)
         outcome, ranges = evaluate(request.method, hdrs, etag=variant.etag, mtime=entry.mtime, length=variant.size)
-        return await _send(request, entry, variant, body, outcome, ranges, extra)
+        return await _send(request, variant, body, outcome, ranges, extra)
     finally:
         if body is not None:
             body.close()
 
 
+def _variant(entry: Entry, hdrs: Mapping[str, str]) -> Variant:
+    """Ranges address the identity bytes; gzip is offered only to whole-body requests."""
+    if entry.gzip is not None and "Range" not in hdrs and accepts_gzip(hdrs.get("Accept-Encoding", "")):
+        return entry.gzip
+    return entry.identity
+
+
 async def _send(
     request: web.Request,
-    entry: Entry,
     variant: Variant,
     body: Body | None,
     outcome: Outcome,
     ranges: list[tuple[int, int]] | None,
     extra: dict[str, str],
 ) -> web.StreamResponse:
+    """What ``plan`` leaves: streamed bodies, several ranges, 412 and 416."""
     size = variant.size
     data = variant.body
     if outcome is Outcome.SEND:
-        if data:  # (an empty body keeps web.Response, which leaves Content-Length out of a HEAD for it)
-            resp = CachedResponse(200, _head(variant, extra), data, size)
-            await resp.prepare(request)
-            return resp
         headers = _merged(variant.headers, extra)
+        if data is not None:  # an empty cached body
+            resp = web.Response(body=data, headers=headers)
+            await resp.prepare(request)
+            await resp.write_eof()
+            return resp
         return await _stream(request, web.StreamResponse(headers=headers), body, [(0, size)], size, None)
 
     if outcome is Outcome.PARTIAL:
         assert ranges
         if len(ranges) == 1:
             start, end = ranges[0]
-            crange = f"bytes {start}-{end - 1}/{size}"  # RFC 9110 14.4
-            if data is not None:
-                resp = CachedResponse(206, f"{_head(variant, extra)}Content-Range: {crange}\r\n",
-                                      memoryview(data)[start:end], end - start)
-                await resp.prepare(request)
-                return resp
-            headers = {**_merged(variant.headers, extra), "Content-Range": crange}
+            headers = {**_merged(variant.headers, extra), "Content-Range": f"bytes {start}-{end - 1}/{size}"}
             return await _stream(request, web.StreamResponse(status=206, headers=headers), body, ranges, size, None)
         # RFC 9110 14.6: several ranges go in a multipart/byteranges body, parts in the order asked.
         headers = _merged(variant.headers, extra)
@@ -218,14 +281,11 @@ async def _send(
             return resp
         return await _stream(request, web.StreamResponse(status=206, headers=headers), body, ranges, size, heads)
 
-    if outcome is Outcome.NOT_MODIFIED:
-        headers = {k: v for k, v in variant.headers.items() if k not in _NOT_MODIFIED_DROP}
-        resp = web.Response(status=304, headers=_merged(headers, extra))
-    elif outcome is Outcome.UNSATISFIABLE:
+    if outcome is Outcome.UNSATISFIABLE:
         # RFC 9110 15.5.17: say how long the representation is.
         resp = web.Response(status=416, text="416 range not satisfiable\n",
                             headers={"Content-Range": f"bytes */{size}", **extra})
-    else:  # PRECONDITION_FAILED, RFC 9110 13.1.1 / 13.1.4
+    else:  # PRECONDITION_FAILED, RFC 9110 13.1.1 / 13.1.4 (NOT_MODIFIED is always planned)
         resp = web.Response(status=412, text="412 precondition failed\n",
                             headers={"ETag": variant.headers["ETag"], **extra})
     await resp.prepare(request)

@@ -67,6 +67,19 @@ class S3Source:
         self.revalidate_s = REVALIDATE_S
         self._gates: dict[str, float] = {}  # asset id -> loop time its descriptor was last seen
 
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None:
+        """The cached entry if its bytes are held and it was validated within the window (no store call)."""
+        if scope.asset_id is None:
+            return self.static.peek(scope, rel, kind, now)
+        cached = self.cache.get(f"{scope.name}/{rel}")
+        if cached is None or cached.identity.body is None or now - cached.checked >= self.revalidate_s:
+            return None
+        return cached
+
+    async def keep_gates_fresh(self) -> None:
+        """Nothing to do ahead of requests: on S3 each entry is revalidated by its own request."""
+        return None
+
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
         if scope.asset_id is None:
             return await self.static.resolve(scope, rel, kind)

@@ -27,6 +27,8 @@ from typing import Any
 from aiohttp import web
 
 from origin.app import ORIGIN, make_app
+from origin.fastpath import Connection
+from origin.observe import BadRequestFilter
 from tonearm.core.config import Config
 
 __all__ = ("serve",)
@@ -56,9 +58,11 @@ async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any
     await runner.setup()
     loop = asyncio.get_running_loop()
     assert runner.server is not None
+    origin = app[ORIGIN]
     acceptor = Acceptor(loop, _listen(ocfg.host, ocfg.port, reuse_port), runner.server,
                         max_connections=ocfg.max_connections, header_timeout=ocfg.header_timeout,
-                        first_request_timers=app[ORIGIN].first_request_timers)
+                        first_request_timers=origin.first_request_timers,
+                        fast=origin if ocfg.fast_path else None)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -68,13 +72,13 @@ async def _worker_main(cfg: Config, reuse_port: bool, loop_name: str, ready: Any
         print(f"tonearm origin: serving {cfg.storage.backend} storage on http://{cfg.origin.host}:{cfg.origin.port}"
               f" ({cfg.origin.workers} worker(s), {loop_name})", file=sys.stderr, flush=True)
     await stop.wait()
-    origin = app[ORIGIN]
     origin.draining = True  # /readyz answers 503 from now until the process exits
     if ocfg.drain_s > 0:  # keep serving until the load balancer's checks have seen it and moved new requests away
         await asyncio.sleep(ocfg.drain_s)
     # aiohttp forgets its connections during cleanup: note their transports first (private map, read only).
     transports = list(runner.server._connections.values()) if runner.server else []
-    acceptor.close()  # stop listening
+    transports += [c.transport for c in acceptor.connections if c.handler is None]
+    acceptor.close()  # stop listening; idle fast-path connections close, busy ones once answered
     await runner.cleanup()  # then wait for in-flight requests up to SHUTDOWN_S
     await _flush(transports, loop.time() + SHUTDOWN_S)
 
@@ -117,20 +121,22 @@ EPISODE_QUIET_S = 10.0  # failures closer together than this are one episode: on
 
 
 class _Tracked:
-    """The protocol the transport talks to: aiohttp's handler, plus a note to the Acceptor when it closes.
+    """The protocol the transport talks to with ``[origin] fast_path = false``: aiohttp's handler, plus
+    the Acceptor's header timer and a note to it when the connection closes.
 
     Only the connection's birth and death go through this object: the data
     path (data_received and flow control) is the handler's own bound
     methods, copied onto the instance, so a request costs no extra call.
     """
 
-    __slots__ = ("handler", "_acceptor", "made", "data_received", "eof_received", "pause_writing",
+    __slots__ = ("handler", "_acceptor", "made", "transport", "data_received", "eof_received", "pause_writing",
                  "resume_writing")
 
     def __init__(self, handler: Any, acceptor: "Acceptor") -> None:
         self.handler = handler
         self._acceptor = acceptor
         self.made = False
+        self.transport: Any = None
         self.data_received = handler.data_received
         self.eof_received = handler.eof_received
         self.pause_writing = handler.pause_writing
@@ -138,8 +144,12 @@ class _Tracked:
 
     def connection_made(self, transport: Any) -> None:
         self.made = True
+        self.transport = transport
         self.handler.connection_made(transport)
-        self._acceptor._made(self)
+        acc = self._acceptor
+        if acc.header_timeout > 0:
+            acc.first_request_timers[self.handler] = acc._loop.call_later(acc.header_timeout, self.handler.force_close)
+        acc._made(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         try:
@@ -162,8 +172,11 @@ class Acceptor:
       sockets (the kernel's backlog holds the next ones) and resumes when one closes.
     * ``header_timeout``: a connection that has not started its first request by
       then (silent, or headers half sent) is closed.  The timer is disarmed by the
-      handler (``Origin.handle`` pops ``first_request_timers[request.protocol]``);
-      later requests on the connection are bounded by aiohttp's keepalive_timeout.
+      handler (``Origin.handle`` pops ``first_request_timers[request.protocol]``), or
+      by the fast path once a head is complete; later requests on the connection
+      are bounded by keepalive_timeout.
+    * with ``fast`` (an ``Origin``), each connection starts on ``origin.fastpath``,
+      which hands it to aiohttp's server at its first request it does not answer.
     * out of descriptors or kernel memory (EMFILE, ENFILE, ENOBUFS, ENOMEM): it
       stops reading the listening sockets and retries after 50 ms, doubling up to
       1 s, with one log line when the episode starts and one when it ends.
@@ -171,8 +184,10 @@ class Acceptor:
 
     def __init__(self, loop: asyncio.AbstractEventLoop, socks: list[socket.socket], factory: Any, *,
                  max_connections: int = 4096, header_timeout: float = 60.0,
-                 first_request_timers: dict[Any, asyncio.TimerHandle] | None = None) -> None:
+                 first_request_timers: dict[Any, asyncio.TimerHandle] | None = None, fast: Any = None) -> None:
         self._loop = loop
+        self._fast = fast
+        self.connections: set[Any] = set()  # made and not yet lost: _Tracked or fastpath.Connection
         self._socks = socks
         self._factory = factory
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -223,7 +238,8 @@ class Acceptor:
             self._delay = BACKOFF_FIRST_S
             conn.setblocking(False)
             self.open += 1
-            tracked = _Tracked(self._factory(), self)
+            tracked: Any = Connection(self._fast, self._factory, self) if self._fast is not None \
+                else _Tracked(self._factory(), self)
             task = self._loop.create_task(self._loop.connect_accepted_socket(lambda t=tracked: t, conn))
             self._tasks.add(task)
             task.add_done_callback(lambda t, tracked=tracked, conn=conn: self._setup_done(t, tracked, conn))
@@ -247,15 +263,14 @@ class Acceptor:
         if self._may_read():
             self._set_reading(True)
 
-    def _made(self, tracked: _Tracked) -> None:
-        if self.header_timeout > 0:
-            self.first_request_timers[tracked.handler] = self._loop.call_later(
-                self.header_timeout, tracked.handler.force_close)
+    def _made(self, conn: Any) -> None:
+        self.connections.add(conn)
 
-    def _lost(self, tracked: _Tracked) -> None:
-        timer = self.first_request_timers.pop(tracked.handler, None)
+    def _lost(self, conn: Any) -> None:
+        timer = self.first_request_timers.pop(conn.handler, None) if conn.handler is not None else None
         if timer is not None:
             timer.cancel()
+        self.connections.discard(conn)
         self._closed_one()
 
     def _closed_one(self) -> None:
@@ -263,7 +278,7 @@ class Acceptor:
         if not self._reading and self._may_read():
             self._set_reading(True)
 
-    def _setup_done(self, task: asyncio.Task[Any], tracked: _Tracked, conn: socket.socket) -> None:
+    def _setup_done(self, task: asyncio.Task[Any], tracked: Any, conn: socket.socket) -> None:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
         if task.cancelled() or exc is not None:
@@ -274,6 +289,7 @@ class Acceptor:
                 self._closed_one()
 
     def close(self) -> None:
+        """Stop listening, and tell fast-path connections to close (aiohttp's own are its runner's)."""
         self._set_reading(False)
         if self._backoff is not None:
             self._backoff.cancel()
@@ -281,6 +297,9 @@ class Acceptor:
         for sock in self._socks:
             sock.close()
         self._socks = []
+        for conn in list(self.connections):
+            if isinstance(conn, Connection):
+                conn.shutdown()
 
 
 async def _flush(transports: Any, deadline: float) -> None:
@@ -314,6 +333,7 @@ def _exit_quietly(signum: int, _frame: object) -> None:
 
 def _run_worker(cfg: Config, reuse_port: bool, ready: Any = None) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s[%(process)d]: %(message)s")
+    logging.getLogger("aiohttp.server").addFilter(BadRequestFilter())
     signal.signal(signal.SIGTERM, _exit_quietly)  # until the loop's own handler takes over
     _raise_fd_limit()
     loop_name = _event_loop_policy()

@@ -26,6 +26,7 @@ from typing import Protocol
 from aiohttp import web
 
 from origin.cache import EntryCache
+from origin.kept import KeptFiles
 from origin.representation import STATIC_COMPRESSIBLE, Entry, Kind, make_entry, static_type
 from tonearm.core.storage import DESCRIPTOR
 
@@ -52,7 +53,9 @@ class Body(Protocol):
 class Source(Protocol):
     cache: EntryCache
 
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None: ...
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None: ...
+    async def keep_gates_fresh(self) -> None: ...
     async def ready(self) -> bool: ...
     async def close(self) -> None: ...
 
@@ -106,28 +109,50 @@ class LocalSource:
         self.max_cached_file = MAX_CACHED_FILE  # bigger files are streamed (0: every body is)
         self.revalidate_s = REVALIDATE_S
         self._gates: dict[str, tuple[float, tuple[int, ...]]] = {}  # scope -> (loop time checked, gate version)
+        self.kept = KeptFiles()  # descriptors of segments whose bytes the cache may have evicted
+        self._seen: dict[str, float] = {}  # scope -> loop time a request last relied on its gate
+
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None:
+        """The cached entry if it may be served now without touching the disk (its bytes held, still valid).
+
+        ``now`` is the event loop's time.  This is the hot path of ``resolve``,
+        and all of the fast path's (``origin.fastpath``) storage access.
+        """
+        key = f"{scope.name}/{rel}"
+        cached = self.cache.get(key)
+        if cached is not None and cached.identity.body is not None and now - cached.checked < self.revalidate_s:
+            return cached
+        if not kind.immutable:
+            return None
+        # Segments and init segments never change within one publication of their asset, so the
+        # asset's gate, checked within the window and unchanged since this entry was, vouches for them:
+        # one stat per asset per window instead of one executor round trip per file.
+        gate = self._gates.get(scope.name)
+        if gate is None or now - gate[0] >= self.revalidate_s:
+            return None
+        self._seen[scope.name] = now  # keep_gates_fresh re-checks it ahead of the window's end
+        if cached is not None and cached.identity.body is not None:
+            return cached if gate[1] == cached.gate else None
+        revived = self.kept.read(key, gate[1], now)  # evicted: read again from its kept descriptor
+        if revived is not None:
+            self.cache.put(revived)
+        return revived
 
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None:
-        key = f"{scope.name}/{rel}"
         loop = asyncio.get_running_loop()
         now = loop.time()
+        hot = self.peek(scope, rel, kind, now)
+        if hot is not None:
+            return hot, None  # no disk access at all
+        key = f"{scope.name}/{rel}"
         cached = self.cache.get(key)
-        if cached is not None and cached.identity.body is not None:
-            if now - cached.checked < self.revalidate_s:
-                return cached, None  # hot path: no disk access at all
-            # Segments and init segments never change within one publication of their asset, so the
-            # asset's gate, checked within the window and unchanged since this entry was, vouches for them:
-            # one stat per asset per window instead of one executor round trip per file.
-            if kind.immutable and cached.gate is not None:
-                gate = self._gates.get(scope.name)
-                if gate is not None and now - gate[0] < self.revalidate_s and gate[1] == cached.gate:
-                    return cached, None
         result = await loop.run_in_executor(None, self._load, scope, rel, kind, cached)
         if result is None:
             self.cache.drop(key)
+            self.kept.forget(key)
             self._gates.pop(scope.name, None)
             return None
-        entry, fobj, gate_version = result
+        entry, fobj, gate_version, fd = result
         entry.checked = now
         entry.gate = gate_version
         if gate_version is not None:
@@ -136,6 +161,8 @@ class LocalSource:
             self._gates[scope.name] = (now, gate_version)
         if entry is not cached:
             self.cache.put(entry)
+        if fd is not None:
+            self.kept.keep(entry, fd)
         return entry, (FileBody(fobj) if fobj is not None else None)
 
     def _paths(self, scope: Scope, rel: str) -> tuple[Path, Path | None]:
@@ -145,10 +172,11 @@ class LocalSource:
         return base, base / DESCRIPTOR
 
     def _load(self, scope: Scope, rel: str, kind: Kind, cached: Entry | None
-              ) -> tuple[Entry, object | None, tuple[int, ...] | None] | None:
+              ) -> tuple[Entry, object | None, tuple[int, ...] | None, int | None] | None:
         """Executor: gate, stat, containment check, open, validators (re-read after open), maybe the bytes.
 
-        Also returns the gate's version (descriptor mtime, inode, size): a re-published asset has a new one.
+        Also returns the gate's version (descriptor mtime, inode, size): a re-published asset has a new one;
+        and for a segment or init segment read whole, a duplicate of its descriptor for ``KeptFiles``.
         """
         base, gate = self._paths(scope, rel)
         path = os.path.join(base, rel)
@@ -162,8 +190,8 @@ class LocalSource:
                 return None
             if cached is not None and cached.version == (st.st_mtime_ns, st.st_size, st.st_ino):
                 if cached.identity.body is not None:
-                    return cached, None, gate_version
-                return cached, open(path, "rb"), gate_version  # noqa: SIM115 - closed by the Body
+                    return cached, None, gate_version, None
+                return cached, open(path, "rb"), gate_version, None  # noqa: SIM115 - closed by the Body
             # Symlinks must not lead out of the served tree: the static folder, or the asset's OWN folder
             # (published/<id>/, itself not a symlink): one asset's token must not reach another asset's bytes.
             if scope.asset_id is None:
@@ -176,6 +204,7 @@ class LocalSource:
             f = open(real, "rb")  # noqa: SIM115
         except (OSError, ValueError):  # missing, not a directory, name too long, loop, NUL byte
             return None
+        kept_fd: int | None = None
         try:
             fst = os.fstat(f.fileno())  # validators from the opened file, so headers match the bytes sent
             if not stat.S_ISREG(fst.st_mode):
@@ -184,12 +213,18 @@ class LocalSource:
             body = None
             if fst.st_size <= self.max_cached_file:
                 body = f.read()
+                if kind.immutable and scope.asset_id is not None and self.kept.limit > 0:
+                    kept_fd = os.dup(f.fileno())
                 f.close()
                 if len(body) != fst.st_size:
+                    if kept_fd is not None:
+                        os.close(kept_fd)
                     return None  # changed under us: not a published file
             typed = content_type_of(kind, rel)
             if typed is None:
                 f.close()
+                if kept_fd is not None:
+                    os.close(kept_fd)
                 return None
             entry = make_entry(
                 key=f"{scope.name}/{rel}",
@@ -204,14 +239,52 @@ class LocalSource:
                 manifest_ttl=self.manifest_ttl,
                 compressible=typed[1],
             )
-            return entry, (None if body is not None else f), gate_version
+            return entry, (None if body is not None else f), gate_version, kept_fd
         except BaseException:
             f.close()
+            if kept_fd is not None:
+                os.close(kept_fd)
             raise
+
+    async def keep_gates_fresh(self) -> None:
+        """Re-check the gates of assets in use every quarter window, in one executor call, ahead of requests.
+
+        Without it, when an asset's gate aged past the window every request for
+        that asset found it stale at once and went to the executor (a herd of
+        loads per asset per second, each waiting on the GIL: the p99).  A gate
+        is still at most ``revalidate_s`` old when trusted, so a taken-down
+        asset stops within that window as before.  Runs until cancelled.
+        """
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(self.revalidate_s / 4)
+            started = loop.time()
+            names = [n for n, t in self._seen.items() if started - t < 4 * self.revalidate_s]
+            if len(names) != len(self._seen):
+                self._seen = {n: self._seen[n] for n in names}
+            if not names:
+                continue
+            versions = await loop.run_in_executor(None, self._gate_versions, names)
+            for name, version in zip(names, versions):
+                if version is None:
+                    self._gates.pop(name, None)  # gone: the next request loads (and answers 404)
+                else:
+                    self._gates[name] = (started, version)  # the check began no earlier than this
+
+    def _gate_versions(self, names: list[str]) -> list[tuple[int, ...] | None]:
+        """Executor: (mtime, inode, size) of each asset scope's descriptor, None where it is missing."""
+        out: list[tuple[int, ...] | None] = []
+        for name in names:
+            try:
+                st = os.stat(self.published_root / name.removeprefix("a/") / DESCRIPTOR)
+                out.append((st.st_mtime_ns, st.st_ino, st.st_size))
+            except OSError:
+                out.append(None)
+        return out
 
     async def ready(self) -> bool:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, os.path.isdir, self.published_root)
 
     async def close(self) -> None:
-        return None
+        self.kept.close()

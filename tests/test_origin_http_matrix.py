@@ -36,8 +36,9 @@ def servers(tmp_path_factory: pytest.TempPathFactory):
     finally:
         for s in (cached, streamed):
             s.stop()
-            assert "Traceback" not in s.log() and "ERROR" not in s.log(), s.log()[-3000:]
         nginx.stop()
+        for s in (cached, streamed):
+            assert "Traceback" not in s.log() and "ERROR" not in s.log(), s.log()[-3000:]
 
 
 def request(base: str, method: str, path: str, headers: dict[str, str]) -> tuple[int, dict[str, str], bytes]:

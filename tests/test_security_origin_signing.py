@@ -116,8 +116,14 @@ class FailingSource:
     def __init__(self, cache) -> None:
         self.cache = cache
 
+    def peek(self, scope, rel, kind, now):
+        return None
+
     async def resolve(self, scope, rel, kind):
         raise OSError("storage is down")
+
+    async def keep_gates_fresh(self) -> None:
+        return None
 
     async def ready(self) -> bool:
         return False

@@ -157,7 +157,8 @@ def test_split_rungs_balances_the_ladder_and_keeps_every_rung() -> None:
     assert sorted(r.name for g in groups for r in g) == sorted(r.name for r in ladder)
     assert len(groups) == 2 and all(groups)
     assert split_rungs(ladder, 1) == [list(ladder)]
-    # The tail of a batch splits: with 2 cores only the last job to start; a lone master too.
-    assert encoders_per_job(4, 2) == [1, 1, 1, 2]
+    # The tail of a batch splits: with 2 cores the last two jobs to start; a lone master too.
+    assert encoders_per_job(4, 2) == [1, 1, 2, 2]
     assert encoders_per_job(1, 2) == [2]
+    assert encoders_per_job(20, 2) == [1] * 18 + [2, 2]
     assert encoders_per_job(3, 1) == [1, 1, 1]

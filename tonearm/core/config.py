@@ -137,6 +137,9 @@ class OriginConfig(_Section):
     keepalive_timeout: ConnectionSeconds = 75.0  # seconds an idle keep-alive connection stays open
     header_timeout: ConnectionSeconds = 60.0  # seconds a new connection has to send its request headers
     max_connections: AtLeastOne = 4096  # per worker; past it the rest wait in the kernel's backlog
+    # Cached GET/HEAD of media, init segments and manifests answered by origin.fastpath, ahead of aiohttp's
+    # request layer (same bytes; anything else goes to aiohttp).  false: every request goes through aiohttp.
+    fast_path: bool = True
     # Scale-out (deploy/): after SIGTERM, /readyz answers 503 and the origin keeps serving this long, so a
     # load balancer's health check takes it out of the pool before it stops accepting (2 s behind
     # deploy/haproxy.cfg's fall 2 x inter 250ms); in-flight requests then finish.  0: stop accepting at once.
