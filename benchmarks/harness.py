@@ -18,7 +18,7 @@ from tonearm.core.config import load
 from tonearm.core.ffmpeg import locate
 
 HERE = Path(__file__).resolve().parent
-SECTIONS = ("pipeline", "origin", "memory", "edge", "spike", "protection")
+SECTIONS = ("pipeline", "small", "origin", "memory", "edge", "spike", "protection")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,6 +90,28 @@ def busy_fraction(seconds: float = 2.0) -> float:
     time.sleep(seconds)
     total1, idle1 = sample()
     return round(1 - (idle1 - idle0) / max(1, total1 - total0), 3)
+
+
+class Steal:
+    """Share of CPU time the hypervisor gave to other guests (``steal`` in /proc/stat) while a block ran.
+
+    On a shared host this is what makes absolute rates drift between runs;
+    the report shows it beside the figures it may have disturbed.
+    """
+
+    def __enter__(self) -> "Steal":
+        self._start = _cpu_fields()
+        self.fraction = 0.0
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        end = _cpu_fields()
+        delta = [b - a for a, b in zip(self._start, end)]
+        self.fraction = round(delta[7] / max(1, sum(delta)), 3) if len(delta) > 7 else 0.0
+
+
+def _cpu_fields() -> list[int]:
+    return [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
 
 
 def tool_version(argv: Sequence[str]) -> str:

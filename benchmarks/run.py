@@ -1,6 +1,6 @@
 """``make bench``: the whole benchmark, end to end, on this machine, loopback only.
 
-    python -m benchmarks.run [--quick] [--only pipeline,origin,memory,edge,spike,protection]
+    python -m benchmarks.run [--quick] [--only pipeline,small,origin,memory,edge,spike,protection]
 
 Every figure is a ratio against a baseline measured in the same run (the
 encoder floor, a naive pipeline, nginx, the origin's own warm-up RSS, the
@@ -29,6 +29,7 @@ from benchmarks.harness import (
     SECTIONS,
     Bench,
     Scale,
+    Steal,
     busy_fraction,
     git_commit,
     load_average,
@@ -99,8 +100,6 @@ def bench_pipeline(b: Bench) -> None:
     b.fig("pipeline", "CPU utilisation during ingest", util * 100, "%", ">= 85", util >= 0.85,
           baseline=f"{tn['cpu_s']:.1f} CPU s of all children / ({tn['wall_s']:.1f} s x {cores} cores)")
     b.charts["pipeline.svg"] = _chart_pipeline(fl, nv, tn)
-    bench_small(b, cfg, ff)  # the small catalog and the per-master breakdown, in the same run
-    bench_overhead(b, ff)
 
 
 def _chart_pipeline(fl: dict[str, Any], nv: dict[str, Any], tn: dict[str, Any]) -> str:
@@ -130,11 +129,14 @@ def bench_origin(b: Bench) -> None:
                 if scenario not in lists:
                     continue
                 for conns in s.connections:
-                    r = run_wrk(srv.base_url, lists[scenario], mode=mode, connections=conns, duration=s.wrk_seconds)
-                    rows.append({"server": name, "scenario": scenario, "connections": conns, **r.to_json()})
+                    with Steal() as steal:
+                        r = run_wrk(srv.base_url, lists[scenario], mode=mode, connections=conns,
+                                    duration=s.wrk_seconds)
+                    rows.append({"server": name, "scenario": scenario, "connections": conns, **r.to_json(),
+                                 "steal": steal.fraction})
                     print(f"bench: {name:<11} {scenario:<8} c={conns:<4} {r.rps:9.0f} req/s  "
-                          f"p50 {r.latency_ms['p50']:.2f} ms  p99 {r.latency_ms['p99']:.2f} ms  errors {r.failed}",
-                          flush=True)
+                          f"p50 {r.latency_ms['p50']:.2f} ms  p99 {r.latency_ms['p99']:.2f} ms  errors {r.failed}"
+                          f"  steal {steal.fraction * 100:.0f}%", flush=True)
     b.results["origin"] = {"rows": rows, "load_before": load_before, "load_after": load_average(), "busy_before": busy,
                            "wrk": tool_version(["wrk", "-v"]), "nginx": tool_version(["nginx", "-v"])}
     base = {(r["scenario"], r["connections"]): r for r in rows if r["server"] == "nginx"}
@@ -149,7 +151,8 @@ def bench_origin(b: Bench) -> None:
         errors = sum(r["errors"].values())
         b.fig("origin", f"{label}: req/s vs nginx", rps_ratio, "x", ">= 0.5" if judged else "report",
               (rps_ratio >= 0.5 and errors == 0) if judged else None,
-              baseline=f"nginx {n['rps']:.0f} req/s", note=f"{r['rps']:.0f} req/s, {errors} errors")
+              baseline=f"nginx {n['rps']:.0f} req/s (steal {n.get('steal', 0) * 100:.0f}%)",
+              note=f"{r['rps']:.0f} req/s, {errors} errors, steal {r.get('steal', 0) * 100:.0f}%")
         b.fig("origin", f"{label}: p99 latency vs nginx", p99_ratio, "x", "<= 2.0" if judged else "report",
               p99_ratio <= 2.0 if judged else None, baseline=f"nginx p99 {n['latency_ms']['p99']:.2f} ms",
               note=f"p50 {r['latency_ms']['p50']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms")
@@ -254,6 +257,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     if "pipeline" in args.only:
         bench_pipeline(b)
+    if "small" in args.only:  # the small catalog against its own floor, and the per-master breakdown
+        cfg = load(env={})
+        ff = locate(cfg.ffmpeg.path)
+        bench_small(b, cfg, ff)
+        bench_overhead(b, ff)
     if "origin" in args.only:
         bench_origin(b)
     if "memory" in args.only:

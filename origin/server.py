@@ -327,6 +327,28 @@ def _raise_fd_limit() -> None:
         pass
 
 
+M_MMAP_THRESHOLD = -3  # glibc's mallopt parameter
+BODY_MMAP_THRESHOLD = 64 * 1024
+
+
+def _mmap_large_allocations() -> None:
+    """Cached bodies (tens to hundreds of KB, replaced as the cache turns over) get their own mappings.
+
+    glibc raises its mmap threshold each time a mapped block is freed, so after
+    a while such bodies come from the heap, whose holes it rarely returns: the
+    origin's RSS grew 58% over 100,000 requests on a catalog larger than the
+    cache (benchmarks' memory figure).  A fixed threshold keeps every body in a
+    mapping that ``free`` unmaps, and RSS stays flat.  Not glibc: nothing to do.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.mallopt(M_MMAP_THRESHOLD, BODY_MMAP_THRESHOLD)
+    except (OSError, AttributeError):
+        pass
+
+
 def _exit_quietly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # stopped before it listened: nothing in flight to drain
 
@@ -336,6 +358,7 @@ def _run_worker(cfg: Config, reuse_port: bool, ready: Any = None) -> None:
     logging.getLogger("aiohttp.server").addFilter(BadRequestFilter())
     signal.signal(signal.SIGTERM, _exit_quietly)  # until the loop's own handler takes over
     _raise_fd_limit()
+    _mmap_large_allocations()
     loop_name = _event_loop_policy()
     if reuse_port:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
