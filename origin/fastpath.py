@@ -37,7 +37,7 @@ import asyncio
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from multidict import CIMultiDict
 
@@ -47,9 +47,6 @@ from origin.representation import Entry, Kind
 from origin.respond import Planned, plan, serialise, text_plan
 from origin.signing import redact
 from origin.sources import Scope
-
-if TYPE_CHECKING:
-    from origin.server import Acceptor
 
 __all__ = ("Connection", "MAX_HEAD", "MAX_FIELDS")
 
@@ -114,7 +111,8 @@ def parse(buf: bytes, start: int, end: int) -> Request | None:
 class Connection(asyncio.Protocol):
     """One client connection: answered here until a request needs aiohttp, then aiohttp's for good."""
 
-    def __init__(self, origin: Origin, factory: Callable[[], Any], acceptor: "Acceptor") -> None:
+    def __init__(self, origin: Origin, factory: Callable[[], Any], acceptor: Any) -> None:
+        """``acceptor``: the ``origin.server.Acceptor`` that counts connections (``_made``/``_lost``)."""
         self._origin = origin
         self._factory = factory  # makes aiohttp's RequestHandler, at the hand-over
         self._acceptor = acceptor
