@@ -101,3 +101,24 @@ async def test_a_taken_down_or_republished_asset_is_not_served_from_kept_descrip
     finally:
         refresher.cancel()
         await src.close()
+
+
+def test_kept_descriptors_are_bounded_and_closed_least_recent_first(tree):
+    from origin.kept import KeptFiles
+    from origin.representation import make_entry
+
+    kept = KeptFiles(limit=2)
+    fds = []
+    for i in range(3):
+        fd = os.open(os.devnull, os.O_RDONLY)
+        fds.append(fd)
+        entry = make_entry(key=f"a/x/seg-{i}.m4s", kind=Kind.MEDIA, content_type="audio/mp4", version=(i,), mtime=0,
+                           size=0, etag=f'"{i}"', body=b"", path=None, manifest_ttl=10, compressible=False)
+        kept.keep(entry, fd)
+    assert len(kept) == 2
+    with pytest.raises(OSError):
+        os.fstat(fds[0])  # the least recently kept was closed
+    os.fstat(fds[2])
+    kept.close()
+    with pytest.raises(OSError):
+        os.fstat(fds[2])
