@@ -131,7 +131,7 @@ def bench_origin(b: Bench) -> None:
                 # Warm-up, not measured: every server answers from a warm cache (nginx's page cache is warm
                 # from publishing; the origin's own cache starts empty and would put its first loads in p99).
                 run_wrk(srv.base_url, lists[scenario], mode=mode, connections=s.connections[0],
-                        duration=max(1.0, s.wrk_seconds / 4))
+                        duration=max(1.0, s.wrk_seconds / 2))
                 for conns in s.connections:
                     with Steal() as steal:
                         r = run_wrk(srv.base_url, lists[scenario], mode=mode, connections=conns,

@@ -349,6 +349,22 @@ def _mmap_large_allocations() -> None:
         pass
 
 
+GIL_SWITCH_S = 0.0005
+
+
+def _short_gil_hand_offs() -> None:
+    """The loop thread gives the GIL to a waiting executor thread after 0.5 ms, not Python's 5 ms.
+
+    File loads and the gate refresher run in executor threads, and each of
+    their syscalls gives the GIL up and takes it back; with the loop thread
+    busy, every take waited up to the 5 ms switch interval, so a load took tens
+    of milliseconds and its request landed in the p99 (the fast path's p99 at
+    64 connections went from 24-41 ms to 12 ms with this, one run each, same
+    machine).  Costs nothing while no other thread wants the GIL.
+    """
+    sys.setswitchinterval(GIL_SWITCH_S)
+
+
 def _exit_quietly(signum: int, _frame: object) -> None:
     raise SystemExit(0)  # stopped before it listened: nothing in flight to drain
 
@@ -359,6 +375,7 @@ def _run_worker(cfg: Config, reuse_port: bool, ready: Any = None) -> None:
     signal.signal(signal.SIGTERM, _exit_quietly)  # until the loop's own handler takes over
     _raise_fd_limit()
     _mmap_large_allocations()
+    _short_gil_hand_offs()
     loop_name = _event_loop_policy()
     if reuse_port:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the parent decides
