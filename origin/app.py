@@ -118,9 +118,7 @@ class Origin:
             timer = self.first_request_timers.pop(request.protocol, None)
             if timer is not None:
                 timer.cancel()
-        rid = self.request_id(request.headers.get("X-Request-Id"))
-        extra = self._api_cors(request) if request.path.startswith("/api/") else self.cors_for(request.headers)
-        extra["X-Request-Id"] = rid
+        extra, rid = self.response_fields(request.headers, api=request.path.startswith("/api/"))
         METRICS.active += 1
         route, status, error = "other", 500, None
         resp: web.StreamResponse | None = None
@@ -168,13 +166,18 @@ class Origin:
                 except Exception:  # a log line is never worth a request
                     log.exception("access log write failed")
 
-    def request_id(self, given: str | None) -> str:
-        """The client's X-Request-Id when it is a sane token, else a new one unique to this process."""
-        if given is None or not REQUEST_ID_RE.fullmatch(given):
-            return self._id_prefix + format(next(self._ids), "x")
-        return given
+    def response_fields(self, headers: Mapping[str, str], *, api: bool = False) -> tuple[dict[str, str], str]:
+        """The fields every response gets (CORS, X-Request-Id) and the request id: the aiohttp handler's and
+        the fast path's (``origin.fastpath``).  The id is the client's when it is a sane token, else one
+        unique to this process."""
+        extra = self._api_cors(headers) if api else self._cors(headers)
+        rid = headers.get("X-Request-Id")
+        if rid is None or not REQUEST_ID_RE.fullmatch(rid):
+            rid = self._id_prefix + format(next(self._ids), "x")
+        extra["X-Request-Id"] = rid
+        return extra, rid
 
-    def cors_for(self, headers: Mapping[str, str]) -> dict[str, str]:
+    def _cors(self, headers: Mapping[str, str]) -> dict[str, str]:
         """CORS fields of a media or manifest response (a fresh dict: the caller adds to it)."""
         if self.cors_any:
             return dict(self.cors)
@@ -183,13 +186,13 @@ class Origin:
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": EXPOSE, "Vary": "Origin"}
         return {}
 
-    def _api_cors(self, request: web.Request) -> dict[str, str]:
+    def _api_cors(self, headers: Mapping[str, str]) -> dict[str, str]:
         allowed = self.api_cors_origins
         if not allowed:
             return {}
         if "*" in allowed:
             return {"Access-Control-Allow-Origin": "*", "Access-Control-Expose-Headers": API_EXPOSE}
-        origin = request.headers.get("Origin")
+        origin = headers.get("Origin")
         if origin in allowed:
             return {"Access-Control-Allow-Origin": origin, "Access-Control-Expose-Headers": API_EXPOSE,
                     "Vary": "Origin"}

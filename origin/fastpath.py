@@ -245,18 +245,11 @@ class Connection(asyncio.Protocol):
         return self._answer(req, entry, kind, t0)
 
     def _answer(self, req: Request, entry: Entry, kind: Kind, t0: float) -> object:
-        extra, rid = self._extra(req)
+        extra, rid = self._origin.response_fields(req.headers)
         planned = plan(req.method, req.headers, entry, extra)
         if planned is None:
             return _HAND_OVER
         return self._send(req, planned, ROUTE_OF_KIND[kind], rid, t0)
-
-    def _extra(self, req: Request) -> tuple[dict[str, str], str]:
-        """CORS fields and the request id, as ``Origin.handle`` adds them to every response."""
-        origin = self._origin
-        extra = origin.cors_for(req.headers)
-        extra["X-Request-Id"] = rid = origin.request_id(req.headers.get("X-Request-Id"))
-        return extra, rid
 
     def _send(self, req: Request, planned: Planned, route: str, rid: str, t0: float) -> object:
         transport = self.transport
@@ -300,7 +293,7 @@ class Connection(asyncio.Protocol):
             return
         route = ROUTE_OF_KIND[kind]
         if failed is not None or found is None:
-            extra, rid = self._extra(req)
+            extra, rid = self._origin.response_fields(req.headers)
             planned = self._origin.storage_failed(req.method, req.path, failed, extra) if failed is not None \
                 else text_plan(404, "not found\n", extra)
             outcome = self._send(req, planned, route, rid, t0)

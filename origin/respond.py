@@ -113,8 +113,23 @@ def plan(method: str, hdrs: Mapping[str, str], entry: Entry, extra: dict[str, st
     those with aiohttp's own response classes.  Pure: the origin's fast path
     (``origin.fastpath``) decides with it before anything is sent or counted.
     """
-    variant = _variant(entry, hdrs)
+    return _plan(_decide(method, hdrs, entry), extra)
+
+
+Decision = tuple[Variant, Outcome, "list[tuple[int, int]] | None"]
+
+
+def _decide(method: str, hdrs: Mapping[str, str], entry: Entry) -> Decision:
+    """The representation (ranges address the identity bytes; gzip only for whole bodies) and the outcome."""
+    variant = entry.identity
+    if entry.gzip is not None and "Range" not in hdrs and accepts_gzip(hdrs.get("Accept-Encoding", "")):
+        variant = entry.gzip
     outcome, ranges = evaluate(method, hdrs, etag=variant.etag, mtime=entry.mtime, length=variant.size)
+    return variant, outcome, ranges
+
+
+def _plan(decision: Decision, extra: dict[str, str]) -> Planned | None:
+    variant, outcome, ranges = decision
     data = variant.body
     if outcome is Outcome.SEND:
         if data:  # (an empty body keeps web.Response, which leaves Content-Length out of a HEAD for it)
@@ -220,33 +235,24 @@ async def respond(
 ) -> web.StreamResponse:
     """Evaluate conditionals and ranges, then send; ``body`` (if any) is closed here."""
     try:
-        hdrs = request.headers
-        planned = plan(request.method, hdrs, entry, extra)
+        decision = _decide(request.method, request.headers, entry)
+        planned = _plan(decision, extra)
         if planned is not None:
             resp = CachedResponse(planned)
             await resp.prepare(request)
             return resp
-        variant = _variant(entry, hdrs)
-        outcome, ranges = evaluate(request.method, hdrs, etag=variant.etag, mtime=entry.mtime, length=variant.size)
-        return await _send(request, variant, body, outcome, ranges, extra)
+        return await _send(request, *decision, body, extra)
     finally:
         if body is not None:
             body.close()
 
 
-def _variant(entry: Entry, hdrs: Mapping[str, str]) -> Variant:
-    """Ranges address the identity bytes; gzip is offered only to whole-body requests."""
-    if entry.gzip is not None and "Range" not in hdrs and accepts_gzip(hdrs.get("Accept-Encoding", "")):
-        return entry.gzip
-    return entry.identity
-
-
 async def _send(
     request: web.Request,
     variant: Variant,
-    body: Body | None,
     outcome: Outcome,
     ranges: list[tuple[int, int]] | None,
+    body: Body | None,
     extra: dict[str, str],
 ) -> web.StreamResponse:
     """What ``plan`` leaves: streamed bodies, several ranges, 412 and 416."""
