@@ -54,11 +54,7 @@ class KeptFiles:
             os.close(fd)
             return
         self.forget(entry.key)
-        ident = entry.identity
-        meta = Entry(key=entry.key, kind=entry.kind, version=entry.version, mtime=entry.mtime,
-                     identity=Variant(ident.etag, ident.size, None, ident.headers), gzip=None, path=entry.path,
-                     checked=0.0, gate=entry.gate)
-        self._items[entry.key] = (meta, fd)
+        self._items[entry.key] = (_with_body(entry, None, 0.0, entry.gate), fd)
         while len(self._items) > self.limit:
             _, (_, old) = self._items.popitem(last=False)
             os.close(old)
@@ -90,12 +86,17 @@ class KeptFiles:
             return None
         self._items.move_to_end(key)
         self.reads += 1
-        ident = meta.identity
-        return Entry(key=key, kind=meta.kind, version=meta.version, mtime=meta.mtime,
-                     identity=Variant(ident.etag, size, body, ident.headers), gzip=None, path=meta.path,
-                     checked=now, gate=gate)
+        return _with_body(meta, body, now, gate)
 
     def close(self) -> None:
         while self._items:
             _, (_, fd) = self._items.popitem()
             os.close(fd)
+
+
+def _with_body(entry: Entry, body: bytearray | None, checked: float, gate: Any) -> Entry:
+    """A copy of a segment's entry holding ``body`` (or no bytes: what is kept); segments have no gzip."""
+    ident = entry.identity
+    return Entry(key=entry.key, kind=entry.kind, version=entry.version, mtime=entry.mtime,
+                 identity=Variant(ident.etag, ident.size, body, ident.headers), gzip=None, path=entry.path,
+                 checked=checked, gate=gate)
