@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import pytest
+
 from tonearm.core.config import Config, load
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -127,3 +129,20 @@ def workers(env: dict[str, str], logs: Path) -> Iterator[Workers]:
         yield w
     finally:
         w.stop_all()
+
+
+@pytest.fixture
+def setup(tmp_path: Path, pg_url: str) -> Iterator[tuple]:
+    """(config, worker environment, queue) on this test's PostgreSQL database; the queue closed after."""
+    from tonearm.app.jobs import open_queue
+
+    cfg, env = queue_setup(tmp_path, pg_url)
+    queue = open_queue(cfg)
+    yield cfg, env, queue
+    queue.close()
+
+
+@pytest.fixture
+def pool(setup: tuple, tmp_path: Path) -> Iterator[Workers]:
+    """Real ``tonearm worker`` processes on ``setup``'s queue, stopped after the test."""
+    yield from workers(setup[1], tmp_path)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
+from fixtures_queue import pool, setup  # noqa: F401, F811 - fixtures, requested by name
 from fixtures_queue import Workers, make_master, queue_setup, wait_for, workers
 
 from tonearm.app.jobs import JobState, open_queue
@@ -14,19 +14,6 @@ from tonearm.core.model import AssetState
 
 # real worker processes and whole-pipeline runs: make test, not make test-fast
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def setup(tmp_path: Path, pg_url: str) -> Iterator[tuple]:
-    cfg, env = queue_setup(tmp_path, pg_url)
-    queue = open_queue(cfg)
-    yield cfg, env, queue
-    queue.close()
-
-
-@pytest.fixture
-def pool(setup: tuple, tmp_path: Path) -> Iterator[Workers]:
-    yield from workers(setup[1], tmp_path)
 
 
 def test_two_workers_publish_each_asset_once(setup: tuple, pool: Workers, tmp_path: Path) -> None:

@@ -9,28 +9,15 @@ import signal
 import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-from fixtures_queue import Workers, descendants, ffmpeg_processes, make_master, queue_setup, wait_for, workers
+from fixtures_queue import pool, setup  # noqa: F401, F811 - fixtures, requested by name
+from fixtures_queue import Workers, descendants, ffmpeg_processes, make_master, wait_for
 
 from tonearm.app.jobs import JobState, open_queue
 
 # real worker processes and whole-pipeline runs: make test, not make test-fast
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
-
-
-@pytest.fixture
-def setup(tmp_path: Path, pg_url: str) -> Iterator[tuple]:
-    cfg, env = queue_setup(tmp_path, pg_url)
-    queue = open_queue(cfg)
-    yield cfg, env, queue
-    queue.close()
-
-
-@pytest.fixture
-def pool(setup: tuple, tmp_path: Path) -> Iterator[Workers]:
-    yield from workers(setup[1], tmp_path)
 
 
 def _job_processes(marker: str, *, busy: bool = False) -> list[int]:
