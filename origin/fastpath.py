@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import time
 from typing import Any, Callable
@@ -43,7 +44,8 @@ from multidict import CIMultiDict
 
 from origin.app import ROUTE_OF_KIND, Origin, Refusal
 from origin.observe import METRICS
-from origin.representation import Entry, Kind
+from origin.kept import read_resident, resident
+from origin.representation import Entry, Kind, Region
 from origin.respond import Planned, plan, serialise, text_plan
 from origin.signing import redact
 from origin.sources import Scope
@@ -130,6 +132,7 @@ class Connection(asyncio.Protocol):
         self._deadline = 0.0  # header_timeout's end for the first request
         self._timer: asyncio.TimerHandle | None = None
         self._remote: str | None = None
+        self._fd = -1  # the socket's descriptor, for sendfile (-1: every body goes through the transport)
 
     # -- transport callbacks ---------------------------------------------------------------------------------
 
@@ -144,6 +147,9 @@ class Connection(asyncio.Protocol):
             self._timer = self._loop.call_at(self._deadline, self._tick)
         elif self._origin.cfg.origin.keepalive_timeout > 0:
             self._timer = self._loop.call_at(now + self._origin.cfg.origin.keepalive_timeout, self._tick)
+        sock = transport.get_extra_info("socket")
+        if sock is not None and transport.get_extra_info("sslcontext") is None:
+            self._fd = sock.fileno()
         if self._origin.access.enabled:
             peer = transport.get_extra_info("peername")
             self._remote = peer[0] if isinstance(peer, tuple) else None
@@ -237,32 +243,43 @@ class Connection(asyncio.Protocol):
         if isinstance(located, Refusal):
             return _HAND_OVER
         scope, rel, kind = located
-        entry = origin.source.peek(scope, rel, kind, self._loop.time())
-        if entry is None:
+        entry = origin.source.peek(scope, rel, kind, self._loop.time(), sendable=self._fd >= 0)
+        outcome = _MISS if entry is None else self._answer(req, entry, kind, t0)
+        if outcome is _MISS:
             self._busy = True
             self._loop.create_task(self._load(req, scope, rel, kind, t0))
             return _WAITING
-        return self._answer(req, entry, kind, t0)
+        return outcome
 
     def _answer(self, req: Request, entry: Entry, kind: Kind, t0: float) -> object:
+        """_SERVED, _HAND_OVER, _WAITING, or _MISS: a kept file's bytes to send are not all in the page cache."""
         extra, rid = self._origin.response_fields(req.headers)
         planned = plan(req.method, req.headers, entry, extra)
         if planned is None:
             return _HAND_OVER
+        payload = planned.payload
+        if isinstance(payload, Region) and req.method != "HEAD" and not resident(payload):
+            return _MISS  # the executor reads it, as any miss (sendfile would wait for the disk on the loop)
         return self._send(req, planned, ROUTE_OF_KIND[kind], rid, t0)
 
     def _send(self, req: Request, planned: Planned, route: str, rid: str, t0: float) -> object:
         transport = self.transport
         head = serialise(planned, req.version, req.keep_alive)
-        if req.method == "HEAD" or planned.payload is None:
+        payload = planned.payload
+        outcome = _SERVED
+        if req.method == "HEAD" or payload is None:
             transport.write(head)
             nbytes = 0
         else:
-            transport.writelines((head, planned.payload))
+            if isinstance(payload, Region):
+                outcome = self._send_region(req, head, payload)
+            else:
+                transport.writelines((head, payload))
             nbytes = planned.length or 0
         if not req.keep_alive:
             self._closing = True
-            transport.close()  # after the buffered response is written
+            if outcome is _SERVED:
+                transport.close()  # after the buffered response is written
         self._idle_since = self._loop.time()
         elapsed = time.perf_counter() - t0
         METRICS.observe(route, planned.status, nbytes, elapsed)
@@ -272,7 +289,61 @@ class Connection(asyncio.Protocol):
             path = redact(req.path) if req.path.startswith("/s/") else req.path
             access.record(req.method, path, rid, planned.status, nbytes, elapsed, route, self._remote,
                           req.headers.get("Range"), None)
-        return _SERVED
+        return outcome
+
+    def _send_region(self, req: Request, head: bytes, region: Region) -> object:
+        """``head``, then the region by sendfile from the page cache; what the socket does not take now goes
+        through the transport, read without blocking (or, if evicted meanwhile, by the executor: _WAITING)."""
+        transport = self.transport
+        written = sent = 0
+        if not transport.get_write_buffer_size():  # nothing queued ahead of us: write the socket directly
+            try:
+                written = os.write(self._fd, head)
+                if written == len(head):
+                    sent = os.sendfile(self._fd, region.fd, region.start, region.length)
+            except (BlockingIOError, InterruptedError):
+                pass
+            except OSError:  # the client went away: the transport sees it too
+                self._closing = True
+                transport.abort()
+                return _SERVED
+        if written < len(head):
+            transport.write(head[written:])
+        if sent:
+            METRICS.fast_sendfile += 1
+        if sent == region.length:
+            return _SERVED
+        rest = region.part(sent, region.length)
+        data = read_resident(rest.fd, rest.start, rest.length)
+        if data is not None:
+            transport.write(data)
+            return _SERVED
+        self._busy = True
+        self._loop.create_task(self._send_rest(req, os.dup(rest.fd), rest.start, rest.length))
+        return _WAITING
+
+    async def _send_rest(self, req: Request, fd: int, start: int, length: int) -> None:
+        """The rest of a region whose pages left the page cache: read by the executor, then sent."""
+        try:
+            data = await self._loop.run_in_executor(None, os.pread, fd, length, start)
+        except OSError:
+            data = b""
+        finally:
+            os.close(fd)
+        self._busy = False
+        transport = self.transport
+        if transport.is_closing():
+            return
+        if len(data) != length:  # cannot happen to a published segment; never send a short body
+            self._closing = True
+            transport.abort()
+            return
+        transport.write(data)
+        self._buf = self._buf[req.size:]
+        if self._closing:
+            transport.close()
+            return
+        self._resume()
 
     async def _load(self, req: Request, scope: Scope, rel: str, kind: Kind, t0: float) -> None:
         """A miss: load through the source as aiohttp's path would, then answer (200/206/304/404/502)."""
@@ -374,3 +445,4 @@ class Connection(asyncio.Protocol):
 _SERVED = object()
 _HAND_OVER = object()
 _WAITING = object()
+_MISS = object()

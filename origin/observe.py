@@ -51,12 +51,15 @@ class _Metrics:
         self.disconnects = Counter("tonearm_http_client_disconnects", "Clients gone before the last byte", ["route"])
         self.fast = Counter("tonearm_http_fast_path_responses",
                             "Responses sent by the fast path (origin.fastpath) rather than through aiohttp")
+        self.sendfile = Counter("tonearm_http_sendfile_responses",
+                                "Fast-path responses whose body went out by sendfile from the page cache")
         # Label children resolved once: .labels() per request costs more than the increment.
         self._latency = {r: self.latency.labels(r) for r in ROUTES}
         self.active = 0
         self._counts: dict[tuple[str, int], int] = {}
         self._sent: dict[str, int] = {}
         self.fast_served = 0  # counted by origin.fastpath
+        self.fast_sendfile = 0  # of those, bodies sent (at least in part) by sendfile
 
     def observe(self, route: str, status: int, nbytes: int, seconds: float) -> None:
         key = (route, status)
@@ -75,6 +78,9 @@ class _Metrics:
         fast, self.fast_served = self.fast_served, 0
         if fast:
             self.fast.inc(fast)
+        sendfile, self.fast_sendfile = self.fast_sendfile, 0
+        if sendfile:
+            self.sendfile.inc(sendfile)
         self.in_flight.set(self.active)
 
 

@@ -36,7 +36,7 @@ from typing import Any
 
 from tonearm.core.media_types import COMPRESSIBLE, PUBLISHED_TYPES, STATIC_TYPES, type_of
 
-__all__ = ("Kind", "Entry", "classify", "make_entry", "IMMUTABLE")
+__all__ = ("Kind", "Entry", "Region", "Variant", "classify", "make_entry", "IMMUTABLE")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
 
@@ -91,13 +91,35 @@ def static_type(rel: str) -> str | None:
     return type_of(rel, STATIC_TYPES)
 
 
+class Region:
+    """Bytes ``[start, start + length)`` of a kept descriptor (``origin.kept``): a body sent with sendfile.
+
+    A segment whose bytes the in-memory cache no longer holds but whose file
+    is in the page cache is sent from there, as nginx sends it, instead of
+    being copied into a new buffer first.  Only the fast path sends these.
+    """
+
+    __slots__ = ("fd", "start", "length")
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self.fd = fd
+        self.start = start
+        self.length = length
+
+    def __len__(self) -> int:
+        return self.length
+
+    def part(self, start: int, end: int) -> "Region":
+        return Region(self.fd, self.start + start, end - start)
+
+
 @dataclass(slots=True, eq=False)
 class Variant:
     """One representation of a file: identity, or gzip for manifests (RFC 9110 8.4)."""
 
     etag: str
     size: int
-    body: bytes | None
+    body: "bytes | bytearray | Region | None"
     headers: dict[str, str]
     # The same headers as HTTP/1.1 field lines, serialised once per file version for the cached-body fast path.
     head: str = field(init=False, repr=False)

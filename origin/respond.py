@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.http import SERVER_SOFTWARE
 
 from origin.conditional import Outcome, evaluate
-from origin.representation import Entry, Variant
+from origin.representation import Entry, Region, Variant
 from origin.sources import Body
 
 __all__ = ("respond", "plan", "serialise", "Planned", "text_plan", "accepts_gzip", "Aborted", "BOUNDARY")
@@ -142,7 +142,8 @@ def _plan(decision: Decision, extra: dict[str, str]) -> Planned | None:
         start, end = ranges[0]
         crange = f"bytes {start}-{end - 1}/{variant.size}"  # RFC 9110 14.4
         return Planned(206, "Partial Content", f"{_head(variant, extra)}Content-Range: {crange}\r\n",
-                       memoryview(data)[start:end], end - start)
+                       data.part(start, end) if isinstance(data, Region) else memoryview(data)[start:end],
+                       end - start)
     if outcome is Outcome.NOT_MODIFIED:
         headers = {k: v for k, v in variant.headers.items() if k not in _NOT_MODIFIED_DROP}
         return Planned(304, "Not Modified", _lines(_merged(headers, extra)), None, None)

@@ -67,10 +67,10 @@ class S3Source:
         self.revalidate_s = REVALIDATE_S
         self._gates: dict[str, float] = {}  # asset id -> loop time its descriptor was last seen
 
-    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None:
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float, *, sendable: bool = False) -> Entry | None:
         """The cached entry if its bytes are held and it was validated within the window (no store call)."""
         if scope.asset_id is None:
-            return self.static.peek(scope, rel, kind, now)
+            return self.static.peek(scope, rel, kind, now, sendable=sendable)
         cached = self.cache.get(f"{scope.name}/{rel}")
         if cached is None or cached.identity.body is None or now - cached.checked >= self.revalidate_s:
             return None

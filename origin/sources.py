@@ -53,7 +53,7 @@ class Body(Protocol):
 class Source(Protocol):
     cache: EntryCache
 
-    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None: ...
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float, *, sendable: bool = False) -> Entry | None: ...
     async def resolve(self, scope: Scope, rel: str, kind: Kind) -> tuple[Entry, Body | None] | None: ...
     async def keep_gates_fresh(self) -> None: ...
     async def ready(self) -> bool: ...
@@ -112,15 +112,20 @@ class LocalSource:
         self.kept = KeptFiles()  # descriptors of segments whose bytes the cache may have evicted
         self._seen: dict[str, float] = {}  # scope -> loop time a request last relied on its gate
 
-    def peek(self, scope: Scope, rel: str, kind: Kind, now: float) -> Entry | None:
+    def peek(self, scope: Scope, rel: str, kind: Kind, now: float, *, sendable: bool = False) -> Entry | None:
         """The cached entry if it may be served now without touching the disk (its bytes held, still valid).
 
         ``now`` is the event loop's time.  This is the hot path of ``resolve``,
         and all of the fast path's (``origin.fastpath``) storage access.
+        ``sendable``: the caller sends ``Region`` bodies (the fast path does),
+        so a segment or single file with a kept descriptor is answered from
+        it, not from bytes held in memory.
         """
         key = f"{scope.name}/{rel}"
         cached = self.cache.get(key)
-        if cached is not None and cached.identity.body is not None and now - cached.checked < self.revalidate_s:
+        held = cached is not None and cached.identity.body is not None
+        fresh = held and now - cached.checked < self.revalidate_s
+        if fresh and not (sendable and kind.immutable):
             return cached
         if not kind.immutable:
             return None
@@ -129,11 +134,17 @@ class LocalSource:
         # one stat per asset per window instead of one executor round trip per file.
         gate = self._gates.get(scope.name)
         if gate is None or now - gate[0] >= self.revalidate_s:
-            return None
+            return cached if fresh else None
         self._seen[scope.name] = now  # keep_gates_fresh re-checks it ahead of the window's end
-        if cached is not None and cached.identity.body is not None:
+        if sendable:  # sent by sendfile from the page cache, as nginx sends it: no copy through memory
+            region = self.kept.region(key, gate[1], now)
+            if region is not None:
+                return region
+        if fresh:
+            return cached
+        if held:
             return cached if gate[1] == cached.gate else None
-        revived = self.kept.read(key, gate[1], now)  # evicted: read again from its kept descriptor
+        revived = self.kept.read(key, gate[1], now, self.max_cached_file)  # evicted: read again
         if revived is not None:
             self.cache.put(revived)
         return revived
@@ -211,10 +222,10 @@ class LocalSource:
                 f.close()
                 return None
             body = None
+            if kind.immutable and scope.asset_id is not None and self.kept.limit > 0:
+                kept_fd = os.dup(f.fileno())  # streamed files too: the fast path sends their ranges by sendfile
             if fst.st_size <= self.max_cached_file:
                 body = f.read()
-                if kind.immutable and scope.asset_id is not None and self.kept.limit > 0:
-                    kept_fd = os.dup(f.fileno())
                 f.close()
                 if len(body) != fst.st_size:
                     if kept_fd is not None:

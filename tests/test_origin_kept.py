@@ -17,7 +17,7 @@ import pytest
 from fixtures_origin import make_ffmpeg_asset
 
 from origin.cache import EntryCache
-from origin.representation import Kind
+from origin.representation import Kind, Region
 from origin.sources import LocalSource, Scope
 from tonearm.core.storage import DESCRIPTOR
 
@@ -70,19 +70,28 @@ async def test_an_evicted_segment_is_read_again_from_its_kept_descriptor(tree):
     assert len(src.kept) == 0
 
 
-async def test_a_taken_down_or_republished_asset_is_not_served_from_kept_descriptors(tree):
+@pytest.mark.parametrize("sendable", [False, True], ids=["read", "sendfile"])
+async def test_a_taken_down_or_republished_asset_is_not_served_from_kept_descriptors(tree, sendable):
+    """Both ways out of a kept descriptor: read into memory (aiohttp's path) or a Region to sendfile (the fast
+    path's)."""
     published, asset, segs = tree
     scope = Scope(f"a/{asset}", asset)
     src = _source(published, budget=1)  # nothing stays cached: every hit is a kept-descriptor read
     src.revalidate_s = 0.4
     refresher = asyncio.create_task(src.keep_gates_fresh())
     loop = asyncio.get_running_loop()
+
+    def peek(rel: str):
+        entry = src.peek(scope, rel, Kind.MEDIA, loop.time(), sendable=sendable)
+        if entry is not None:
+            assert isinstance(entry.identity.body, Region) == sendable
+        return entry
     try:
         for s in segs:
             await src.resolve(scope, s, Kind.MEDIA)
         # The refresher keeps the gate fresh while requests use it: served past the window, no executor call.
         for _ in range(8):
-            assert src.peek(scope, segs[0], Kind.MEDIA, loop.time()) is not None
+            assert peek(segs[0]) is not None
             await asyncio.sleep(0.1)
         # Re-published (a new descriptor): the kept descriptors belong to the old version.
         desc = published / asset / DESCRIPTOR
@@ -90,13 +99,13 @@ async def test_a_taken_down_or_republished_asset_is_not_served_from_kept_descrip
         desc.unlink()
         desc.write_text(text + " ")
         await asyncio.sleep(src.revalidate_s)
-        assert src.peek(scope, segs[0], Kind.MEDIA, loop.time()) is None
+        assert peek(segs[0]) is None
         await src.resolve(scope, segs[0], Kind.MEDIA)  # loaded under the new gate
-        assert src.peek(scope, segs[0], Kind.MEDIA, loop.time()) is not None
+        assert peek(segs[0]) is not None
         # Taken down: gone from every path within the window, although its descriptors are still open.
         shutil.rmtree(published / asset)
         await asyncio.sleep(src.revalidate_s)
-        assert src.peek(scope, segs[0], Kind.MEDIA, loop.time()) is None
+        assert peek(segs[0]) is None
         assert await src.resolve(scope, segs[0], Kind.MEDIA) is None
     finally:
         refresher.cancel()
