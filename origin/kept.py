@@ -23,69 +23,15 @@ one send wait for the disk; that window is the whole of the risk.
 
 from __future__ import annotations
 
-import ctypes
-import mmap
 import os
 import resource
 from collections import OrderedDict
 from typing import Any
 
+from origin.linux import residency
 from origin.representation import Entry, Region, Variant
 
-__all__ = ("KeptFiles", "Residency", "default_limit", "read_resident", "resident", "residency")
-
-_CACHESTAT = 451  # the same number on every Linux architecture (asm-generic/unistd.h)
-
-
-class _Range(ctypes.Structure):
-    _fields_ = [("off", ctypes.c_uint64), ("len", ctypes.c_uint64)]
-
-
-class _Stat(ctypes.Structure):
-    _fields_ = [(name, ctypes.c_uint64) for name in
-                ("nr_cache", "nr_dirty", "nr_writeback", "nr_evicted", "nr_recently_evicted")]
-
-
-class Residency:
-    """Whether a file range is wholly in the page cache: ``cachestat(2)``, or unknown where it is missing."""
-
-    def __init__(self) -> None:
-        self._range = _Range()
-        self._stat = _Stat()
-        self._page = mmap.PAGESIZE
-        self._call: Any = None
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            call = libc.syscall
-            call.restype = ctypes.c_long
-            call.argtypes = (ctypes.c_long, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_uint)
-        except (OSError, AttributeError):
-            return
-        self._call = call
-        self._args = (ctypes.addressof(self._range), ctypes.addressof(self._stat))
-        probe = os.open(os.devnull, os.O_RDONLY)
-        try:
-            if self.resident(probe, 0, 1) is None:
-                self._call = None  # ENOSYS (kernel before 6.5) or refused: no sendfile from kept files
-        finally:
-            os.close(probe)
-
-    @property
-    def available(self) -> bool:
-        return self._call is not None
-
-    def resident(self, fd: int, start: int, length: int) -> bool | None:
-        """True when all of ``[start, start + length)`` is cached, False when not, None when it cannot tell."""
-        if self._call is None:
-            return None
-        rng = self._range
-        rng.off = start
-        rng.len = length
-        if self._call(_CACHESTAT, fd, self._args[0], self._args[1], 0) != 0:
-            return None
-        page = self._page
-        return self._stat.nr_cache >= (start + length + page - 1) // page - start // page
-
+__all__ = ("KeptFiles", "default_limit", "read_resident", "resident")
 
 def default_limit() -> int:
     """A quarter of the descriptor limit, at most 4096: connections need the rest."""
@@ -103,7 +49,8 @@ class KeptFiles:
 
     def __init__(self, limit: int | None = None) -> None:
         self.limit = default_limit() if limit is None else limit
-        self._items: OrderedDict[str, tuple[Entry, int]] = OrderedDict()
+        # key -> (body-less entry, descriptor, the entry with the whole file as a Region body)
+        self._items: OrderedDict[str, tuple[Entry, int, Entry]] = OrderedDict()
         self.reads = 0  # misses answered from a kept descriptor (tests and metrics read it)
         self.regions = 0  # entries handed to the fast path with a Region body, to send with sendfile
 
@@ -116,9 +63,11 @@ class KeptFiles:
             os.close(fd)
             return
         self.forget(entry.key)
-        self._items[entry.key] = (_with_body(entry, None, 0.0, entry.gate), fd)
+        size = entry.identity.size
+        self._items[entry.key] = (_with_body(entry, None, 0.0, entry.gate), fd,
+                                  _with_body(entry, Region(fd, 0, size), 0.0, entry.gate))
         while len(self._items) > self.limit:
-            _, (_, old) = self._items.popitem(last=False)
+            _, (_, old, _) = self._items.popitem(last=False)
             os.close(old)
 
     def forget(self, key: str) -> None:
@@ -129,7 +78,7 @@ class KeptFiles:
     def read(self, key: str, gate: Any, now: float, max_size: int) -> Entry | None:
         """The file's entry with its bytes, if kept under ``gate``, at most ``max_size`` bytes and wholly in
         the page cache; else None."""
-        meta, fd = self._current(key, gate)
+        meta, fd, _ = self._current(key, gate)
         if meta is None or meta.identity.size > max_size:
             return None
         try:
@@ -143,7 +92,7 @@ class KeptFiles:
         self.reads += 1
         return _with_body(meta, body, now, gate)
 
-    def region(self, key: str, gate: Any, now: float) -> Entry | None:
+    def region(self, key: str, gate: Any) -> Entry | None:
         """The file's entry with a ``Region`` body, if kept under ``gate``.
 
         Where its pages are is not checked here: the sender checks the bytes
@@ -151,37 +100,26 @@ class KeptFiles:
         """
         if not residency().available:
             return None
-        meta, fd = self._current(key, gate)
+        meta, _, sendable = self._current(key, gate)
         if meta is None:
             return None
         self._items.move_to_end(key)
         self.regions += 1
-        return _with_body(meta, Region(fd, 0, meta.identity.size), now, gate)
+        return sendable  # built once at keep: the hot path allocates nothing for it
 
-    def _current(self, key: str, gate: Any) -> tuple[Entry | None, int]:
+    def _current(self, key: str, gate: Any) -> tuple[Any, int, Any]:
         item = self._items.get(key)
         if item is None:
-            return None, -1
+            return None, -1, None
         if item[0].gate != gate:  # re-published since: the descriptor may be another version's
             self.forget(key)
-            return None, -1
+            return None, -1, None
         return item
 
     def close(self) -> None:
         while self._items:
-            _, (_, fd) = self._items.popitem()
+            _, (_, fd, _) = self._items.popitem()
             os.close(fd)
-
-
-_RESIDENCY: Residency | None = None
-
-
-def residency() -> Residency:
-    """The process's one ``Residency`` (made on first use; only the event loop's thread calls it)."""
-    global _RESIDENCY
-    if _RESIDENCY is None:
-        _RESIDENCY = Residency()
-    return _RESIDENCY
 
 
 def resident(region: Region) -> bool:

@@ -137,7 +137,7 @@ class LocalSource:
             return cached if fresh else None
         self._seen[scope.name] = now  # keep_gates_fresh re-checks it ahead of the window's end
         if sendable:  # sent by sendfile from the page cache, as nginx sends it: no copy through memory
-            region = self.kept.region(key, gate[1], now)
+            region = self.kept.region(key, gate[1])
             if region is not None:
                 return region
         if fresh:

@@ -27,7 +27,7 @@ from test_origin_fastpath import exchange, fast_count, masked
 
 import origin.fastpath
 from origin.app import ORIGIN, make_app
-from origin.kept import Residency
+from origin.linux import Residency
 from origin.server import Acceptor, _listen
 from tonearm.core.config import Config, OriginConfig, StorageConfig
 
