@@ -157,8 +157,11 @@ def player_error(player: str, fault: str, errors: list[dict[str, Any]]) -> bool:
         if fault == "missing_token":
             return bool(found & {("keySystemError", "keySystemLicenseRequestFailed", 403),
                                  ("networkError", "keyLoadError", 403)})
+        # hls.js names the decode failure only at its next append into the failed MediaSource. When every
+        # segment was appended before the element failed (a 12 s asset, served fast), there is no next
+        # append and the media element's own MEDIA_ERR_DECODE (code 3) is the whole of the error.
         return any(kind == "mediaError" and details in ("mediaSourceRequiresReset", "bufferAppendError")
-                   for kind, details, _ in found)
+                   for kind, details, _ in found) or _element_decode_error(errors)
     if player == "dash":
         codes = {(e.get("event"), e.get("code")) for e in errors if e.get("player") == "dash.js"}
         if fault == "missing_token":
@@ -168,6 +171,10 @@ def player_error(player: str, fault: str, errors: list[dict[str, Any]]) -> bool:
     if fault == "missing_token":
         return 6007 in codes  # LICENSE_REQUEST_FAILED (its data: the 403)
     return 3016 in codes  # VIDEO_ERROR: the media element's decode error
+
+
+def _element_decode_error(errors: list[dict[str, Any]]) -> bool:
+    return any(e.get("source") == "HTMLMediaElement" and e.get("code") == 3 for e in errors)
 
 
 FAULTS = {"wrong_key": wrong_key, "tampered_segment": tamper_first_segment}
