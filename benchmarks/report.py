@@ -77,6 +77,8 @@ def write_report(out: Path, results: dict[str, Any], figures: Sequence[Any], cha
               "its own scheduling delay is part of every p99.",
               "- Hot-release p99 includes nginx's request collapsing: requests waiting on proxy_cache_lock re-check "
               "the lock every 500 ms (fixed in nginx), so a collapsed miss costs its waiters up to 0.5 s once.",
+              "- Origin rows: a wrk run the hypervisor took more than 10% of the CPU from (steal) is run again, "
+              "up to 3 times, for every server alike; the least-stolen run is kept and the others are listed.",
               "- nginx baseline: the config of `tests/fixtures_servers.py` (1 worker, sendfile, tcp_nopush off, "
               "tcp_nodelay on, as the shipped edge config; a corked socket would hold every 206 ~40 ms).",
               ""]

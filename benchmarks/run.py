@@ -133,14 +133,22 @@ def bench_origin(b: Bench) -> None:
                 run_wrk(srv.base_url, lists[scenario], mode=mode, connections=s.connections[0],
                         duration=max(1.0, s.wrk_seconds / 2))
                 for conns in s.connections:
-                    with Steal() as steal:
-                        r = run_wrk(srv.base_url, lists[scenario], mode=mode, connections=conns,
-                                    duration=s.wrk_seconds)
+                    # The hypervisor's steal comes in bursts of seconds and halves a run's rate: a run it took
+                    # over STEAL_LIMIT of is measured again (every server alike), and the least-stolen is kept.
+                    tries: list[tuple[float, Any]] = []
+                    while len(tries) < STEAL_TRIES and (not tries or min(t[0] for t in tries) > STEAL_LIMIT):
+                        with Steal() as steal:
+                            r = run_wrk(srv.base_url, lists[scenario], mode=mode, connections=conns,
+                                        duration=s.wrk_seconds)
+                        tries.append((steal.fraction, r))
+                        print(f"bench: {name:<11} {scenario:<8} c={conns:<4} {r.rps:9.0f} req/s  "
+                              f"p50 {r.latency_ms['p50']:.2f} ms  p99 {r.latency_ms['p99']:.2f} ms  errors {r.failed}"
+                              f"  steal {steal.fraction * 100:.0f}%", flush=True)
+                    kept = min(range(len(tries)), key=lambda i: tries[i][0])
+                    stolen, r = tries[kept]
                     rows.append({"server": name, "scenario": scenario, "connections": conns, **r.to_json(),
-                                 "steal": steal.fraction})
-                    print(f"bench: {name:<11} {scenario:<8} c={conns:<4} {r.rps:9.0f} req/s  "
-                          f"p50 {r.latency_ms['p50']:.2f} ms  p99 {r.latency_ms['p99']:.2f} ms  errors {r.failed}"
-                          f"  steal {steal.fraction * 100:.0f}%", flush=True)
+                                 "steal": stolen, "kept": kept, "attempts": [{"steal": f, "rps": t.rps, "p99_ms": t.latency_ms["p99"]}
+                                                               for f, t in tries]})
     b.results["origin"] = {"rows": rows, "load_before": load_before, "load_after": load_average(), "busy_before": busy,
                            "wrk": tool_version(["wrk", "-v"]), "nginx": tool_version(["nginx", "-v"])}
     base = {(r["scenario"], r["connections"]): r for r in rows if r["server"] == "nginx"}
@@ -155,8 +163,8 @@ def bench_origin(b: Bench) -> None:
         errors = sum(r["errors"].values())
         b.fig("origin", f"{label}: req/s vs nginx", rps_ratio, "x", ">= 0.5" if judged else "report",
               (rps_ratio >= 0.5 and errors == 0) if judged else None,
-              baseline=f"nginx {n['rps']:.0f} req/s (steal {n.get('steal', 0) * 100:.0f}%)",
-              note=f"{r['rps']:.0f} req/s, {errors} errors, steal {r.get('steal', 0) * 100:.0f}%")
+              baseline=f"nginx {n['rps']:.0f} req/s (steal {n.get('steal', 0) * 100:.0f}%{_others(n)})",
+              note=f"{r['rps']:.0f} req/s, {errors} errors, steal {r.get('steal', 0) * 100:.0f}%{_others(r)}")
         b.fig("origin", f"{label}: p99 latency vs nginx", p99_ratio, "x", "<= 2.0" if judged else "report",
               p99_ratio <= 2.0 if judged else None, baseline=f"nginx p99 {n['latency_ms']['p99']:.2f} ms",
               note=f"p50 {r['latency_ms']['p50']:.2f} ms, p99 {r['latency_ms']['p99']:.2f} ms")
@@ -172,6 +180,16 @@ def bench_origin(b: Bench) -> None:
             [f"c={c}" for c in s.connections],
             {n: [next((r["rps"] for r in sel if r["server"] == n and r["connections"] == c), 0.0)
                  for c in s.connections] for n in names}, "requests/s")
+
+
+STEAL_LIMIT = 0.10  # a wrk run the hypervisor took more than this share of the CPU from is run again
+STEAL_TRIES = 3
+
+
+def _others(row: dict[str, Any]) -> str:
+    """The runs measured again for steal, as "; also 4512 req/s at 38% steal"."""
+    others = [a for i, a in enumerate(row.get("attempts", [])) if i != row.get("kept", 0)]
+    return "".join(f"; also {a['rps']:.0f} req/s at {a['steal'] * 100:.0f}% steal" for a in others)
 
 
 # -- memory --------------------------------------------------------------------------------------------------
