@@ -12,7 +12,6 @@ against nginx.
 
 from __future__ import annotations
 
-import re
 import socket
 import threading
 import time
@@ -21,6 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from fixtures_origin import make_ffmpeg_asset
+from fixtures_rawhttp import exchange, fast_count, masked, origin_pair, req
 from fixtures_servers import start_origin
 
 from origin.signing import sign
@@ -32,58 +32,8 @@ KEY = "fast-path-test-key-0123456789abcdef"
 def pair(tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("fastpath") / "data"
     asset = make_ffmpeg_asset(data / "published", "fastpath")
-    env = {"TONEARM_ORIGIN_SIGNING_KEY": KEY, "TONEARM_ORIGIN_ACCESS_LOG": ""}
-    fast = start_origin(data, env=env)
-    slow = start_origin(data, env={**env, "TONEARM_ORIGIN_FAST_PATH": "false"})
-    try:
+    with origin_pair(data, {"TONEARM_ORIGIN_SIGNING_KEY": KEY, "TONEARM_ORIGIN_ACCESS_LOG": ""}) as (fast, slow):
         yield {"data": data, "asset": asset, "fast": fast, "slow": slow}
-    finally:
-        for s in (fast, slow):
-            s.stop()
-        for s in (fast, slow):
-            assert "Traceback" not in s.log() and "ERROR" not in s.log(), s.log()[-3000:]
-
-
-def exchange(base: str, raw: bytes, *, timeout: float = 10.0) -> bytes:
-    """Send ``raw`` at once and read until the server closes (the last request says close)."""
-    u = urlsplit(base)
-    with socket.create_connection((u.hostname, u.port), timeout=timeout) as s:
-        s.sendall(raw)
-        out = bytearray()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            chunk = s.recv(1 << 16)
-            if not chunk:
-                return bytes(out)
-            out += chunk
-    raise AssertionError(f"server did not close within {timeout} s; got {bytes(out[:300])!r}")
-
-
-_MASKS = [
-    (re.compile(rb"\r\nDate: [^\r]*"), b"\r\nDate: *"),
-    (re.compile(rb"\r\nX-Request-Id: [0-9a-f]+-[0-9a-f]+-[0-9a-f]+"), b"\r\nX-Request-Id: *"),
-    (re.compile(rb"boundary=[0-9a-f]{20}"), b"boundary=*"),
-    (re.compile(rb"--[0-9a-f]{20}"), b"--*"),
-]
-
-
-def masked(data: bytes) -> bytes:
-    for pattern, repl in _MASKS:
-        data = pattern.sub(repl, data)
-    return data
-
-
-def fast_count(base: str) -> float:
-    text = exchange(base, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").decode()
-    m = re.search(r"^tonearm_http_fast_path_responses_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
-
-
-def req(method: str, path: str, *fields: str, version: str = "1.1", close: bool = False) -> bytes:
-    lines = [f"{method} {path} HTTP/{version}", "Host: origin.test", *fields]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def cases(asset: str, data: Path) -> list[tuple[str, bytes, int]]:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import socket
 import time
 from pathlib import Path
@@ -22,8 +21,7 @@ from urllib.parse import urlsplit
 import pytest
 from aiohttp import web
 from fixtures_origin import make_ffmpeg_asset
-from fixtures_servers import start_origin
-from test_origin_fastpath import exchange, fast_count, masked
+from fixtures_rawhttp import counter, exchange, fast_count, masked, origin_pair, req
 
 import origin.fastpath
 from origin.app import ORIGIN, make_app
@@ -36,30 +34,12 @@ from tonearm.core.config import Config, OriginConfig, StorageConfig
 def pair(tmp_path_factory: pytest.TempPathFactory):
     data = tmp_path_factory.mktemp("sendfile") / "data"
     asset = make_ffmpeg_asset(data / "published", "sendfile", seconds=90.0)  # a single file of about 1.5 MB
-    env = {"TONEARM_ORIGIN_ACCESS_LOG": ""}
-    fast = start_origin(data, env=env)
-    slow = start_origin(data, env={**env, "TONEARM_ORIGIN_FAST_PATH": "false"})
-    try:
+    with origin_pair(data, {"TONEARM_ORIGIN_ACCESS_LOG": ""}) as (fast, slow):
         yield {"data": data, "asset": asset, "fast": fast, "slow": slow}
-    finally:
-        for s in (fast, slow):
-            s.stop()
-        for s in (fast, slow):
-            assert "Traceback" not in s.log() and "ERROR" not in s.log(), s.log()[-3000:]
-
-
-def req(method: str, path: str, *, close: bool = False, **fields: str) -> bytes:
-    lines = [f"{method} {path} HTTP/1.1", "Host: origin.test"]
-    lines += [f"{k.replace('_', '-')}: {v}" for k, v in fields.items()]
-    if close:
-        lines.append("Connection: close")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
 def sendfile_count(base: str) -> float:
-    text = exchange(base, b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").decode()
-    m = re.search(r"^tonearm_http_sendfile_responses_total (\S+)$", text, re.M)
-    return float(m.group(1)) if m else 0.0
+    return counter(base, "tonearm_http_sendfile_responses_total")
 
 
 def paths(asset: str) -> dict[str, str]:
@@ -108,9 +88,9 @@ def test_kept_files_go_out_by_sendfile_with_aiohttps_bytes(pair):
         exchange(srv.base_url, warm)
     time.sleep(0.6)
     before = sendfile_count(pair["fast"].base_url)
-    raw = (req("GET", p["seg"]) + req("GET", p["seg"], Range="bytes=100-2099")
-           + req("GET", p["single"]) + req("GET", p["single"], Range="bytes=700000-900000")
-           + req("HEAD", p["single"]) + req("GET", p["seg"], If_None_Match="*")
+    raw = (req("GET", p["seg"]) + req("GET", p["seg"], "Range: bytes=100-2099")
+           + req("GET", p["single"]) + req("GET", p["single"], "Range: bytes=700000-900000")
+           + req("HEAD", p["single"]) + req("GET", p["seg"], "If-None-Match: *")
            + req("GET", p["init"], close=True))
     got_fast = exchange(pair["fast"].base_url, raw)
     got_slow = exchange(pair["slow"].base_url, raw)
@@ -143,8 +123,7 @@ def test_a_slow_reader_gets_the_rest_of_a_long_file_through_the_transport(pair):
     and every response arrives whole and in order."""
     p = paths(pair["asset"])
     exchange(pair["fast"].base_url, req("GET", p["single"], close=True))  # kept
-    raw = req("GET", p["single"]) + req("GET", p["seg"]) + req("GET", p["single"], Range="bytes=5-1000005",
-                                                                  close=True)
+    raw = req("GET", p["single"]) + req("GET", p["seg"]) + req("GET", p["single"], "Range: bytes=5-1000005", close=True)
     outs = []
     for srv in (pair["fast"], pair["slow"]):
         u = urlsplit(srv.base_url)
