@@ -57,6 +57,7 @@ log = logging.getLogger("tonearm.origin")
 MAX_HEAD = 8190  # a head longer than aiohttp's line limit goes to aiohttp, which applies its own limits
 MAX_FIELDS = 64
 MAX_PENDING = 64 * 1024  # bytes read ahead (pipelined requests) before reading pauses
+REST_STEP = 256 * 1024  # of a body the socket did not take, the most copied into the transport at once
 
 _REQUEST_LINE = re.compile(rb"(GET|HEAD) (/[A-Za-z0-9._~!$&'()*+,;=:@/-]{0,1023}) HTTP/1\.([01])\r\n")
 _FIELDS = re.compile(rb"(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+:[\t -~]*\r\n)+")
@@ -133,6 +134,7 @@ class Connection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._remote: str | None = None
         self._fd = -1  # the socket's descriptor, for sendfile (-1: every body goes through the transport)
+        self._drained: asyncio.Future[None] | None = None  # a body's rest waits here for resume_writing
 
     # -- transport callbacks ---------------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._wake()
         if self.handler is not None:
             self.handler.resume_writing()
             return
@@ -186,6 +189,7 @@ class Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._closing = True
+        self._wake()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -314,36 +318,56 @@ class Connection(asyncio.Protocol):
         if sent == region.length:
             return _SERVED
         rest = region.part(sent, region.length)
-        data = read_resident(rest.fd, rest.start, rest.length)
-        if data is not None:
-            transport.write(data)
-            return _SERVED
+        if rest.length <= REST_STEP:
+            data = read_resident(rest.fd, rest.start, rest.length)
+            if data is not None:
+                transport.write(data)
+                return _SERVED
+        # A long rest (a single file) or pages gone from the page cache: sent in steps, so a slow
+        # reader holds REST_STEP plus the transport's high-water mark here, not the file.
         self._busy = True
         self._loop.create_task(self._send_rest(req, os.dup(rest.fd), rest.start, rest.length))
         return _WAITING
 
     async def _send_rest(self, req: Request, fd: int, start: int, length: int) -> None:
-        """The rest of a region whose pages left the page cache: read by the executor, then sent."""
-        try:
-            data = await self._loop.run_in_executor(None, os.pread, fd, length, start)
-        except OSError:
-            data = b""
-        finally:
-            os.close(fd)
-        self._busy = False
+        """The rest of a region, REST_STEP at a time: each read without blocking where resident (else by the
+        executor), each written once the transport is under its high-water mark."""
         transport = self.transport
-        if transport.is_closing():
-            return
-        if len(data) != length:  # cannot happen to a published segment; never send a short body
+        pos, end = start, start + length
+        try:
+            while pos < end:
+                n = min(REST_STEP, end - pos)
+                chunk = read_resident(fd, pos, n)
+                if chunk is None:
+                    chunk = await self._loop.run_in_executor(None, os.pread, fd, n, pos)
+                if transport.is_closing():
+                    return
+                if len(chunk) != n:  # cannot happen to a published file; never send a short body
+                    raise OSError("file shrank while being sent")
+                transport.write(chunk)
+                pos += n
+                while self._paused and not transport.is_closing():
+                    self._drained = self._loop.create_future()
+                    await self._drained
+        except OSError:
             self._closing = True
             transport.abort()
             return
-        transport.write(data)
+        finally:
+            os.close(fd)
+            self._busy = False
+        if transport.is_closing():
+            return
         self._buf = self._buf[req.size:]
         if self._closing:
             transport.close()
             return
         self._resume()
+
+    def _wake(self) -> None:
+        drained, self._drained = self._drained, None
+        if drained is not None and not drained.done():
+            drained.set_result(None)
 
     async def _load(self, req: Request, scope: Scope, rel: str, kind: Kind, t0: float) -> None:
         """A miss: load through the source as aiohttp's path would, then answer (200/206/304/404/502)."""
@@ -383,7 +407,9 @@ class Connection(asyncio.Protocol):
         self._resume()
 
     def _resume(self) -> None:
-        if self._reading_paused and not self._busy:
+        if self._busy:  # a request is still being answered (_load, _send_rest): it resumes when done
+            return
+        if self._reading_paused:
             self._reading_paused = False
             self.transport.resume_reading()
         if self._closing:
