@@ -135,6 +135,7 @@ class Connection(asyncio.Protocol):
         self._remote: str | None = None
         self._fd = -1  # the socket's descriptor, for sendfile (-1: every body goes through the transport)
         self._drained: asyncio.Future[None] | None = None  # a body's rest waits here for resume_writing
+        self._sending: tuple[Any, ...] | None = None  # what _record gets once that rest is out
 
     # -- transport callbacks ---------------------------------------------------------------------------------
 
@@ -284,16 +285,29 @@ class Connection(asyncio.Protocol):
             self._closing = True
             if outcome is _SERVED:
                 transport.close()  # after the buffered response is written
+        if outcome is _WAITING:  # logged once the rest is out, or the client gone (_send_rest)
+            self._sending = (req, planned.status, nbytes, route, rid, t0)
+        elif outcome is _GONE:
+            self._record(req, 499, 0, route, rid, t0, "ConnectionResetError")
+            outcome = _SERVED
+        else:
+            self._record(req, planned.status, nbytes, route, rid, t0)
+        return outcome
+
+    def _record(self, req: Request, status: int, nbytes: int, route: str, rid: str, t0: float,
+                error: str | None = None) -> None:
+        """Metrics and the access line of one response, as ``Origin.handle`` records them (499: client gone)."""
         self._idle_since = self._loop.time()
         elapsed = time.perf_counter() - t0
-        METRICS.observe(route, planned.status, nbytes, elapsed)
+        METRICS.observe(route, status, nbytes, elapsed)
         METRICS.fast_served += 1
+        if status == 499:
+            METRICS.disconnects.labels(route).inc()
         access = self._origin.access
         if access.enabled:
             path = redact(req.path) if req.path.startswith("/s/") else req.path
-            access.record(req.method, path, rid, planned.status, nbytes, elapsed, route, self._remote,
-                          req.headers.get("Range"), None)
-        return outcome
+            access.record(req.method, path, rid, status, nbytes, elapsed, route, self._remote,
+                          req.headers.get("Range"), error)
 
     def _send_region(self, req: Request, head: bytes, region: Region) -> object:
         """``head``, then the region by sendfile from the page cache; what the socket does not take now goes
@@ -310,7 +324,7 @@ class Connection(asyncio.Protocol):
             except OSError:  # the client went away: the transport sees it too
                 self._closing = True
                 transport.abort()
-                return _SERVED
+                return _GONE
         if written < len(head):
             transport.write(head[written:])
         if sent:
@@ -334,14 +348,16 @@ class Connection(asyncio.Protocol):
         executor), each written once the transport is under its high-water mark."""
         transport = self.transport
         pos, end = start, start + length
+        sending, self._sending = self._sending, None
+        failed: str | None = None
         try:
-            while pos < end:
+            while pos < end and not transport.is_closing():
                 n = min(REST_STEP, end - pos)
                 chunk = read_resident(fd, pos, n)
                 if chunk is None:
                     chunk = await self._loop.run_in_executor(None, os.pread, fd, n, pos)
                 if transport.is_closing():
-                    return
+                    break
                 if len(chunk) != n:  # cannot happen to a published file; never send a short body
                     raise OSError("file shrank while being sent")
                 transport.write(chunk)
@@ -349,13 +365,19 @@ class Connection(asyncio.Protocol):
                 while self._paused and not transport.is_closing():
                     self._drained = self._loop.create_future()
                     await self._drained
-        except OSError:
+        except OSError as exc:
+            failed = f"aborted mid-body: {type(exc).__name__}: {exc}"
+            log.error("%s %s: %s", req.method, redact(req.path), failed)
             self._closing = True
             transport.abort()
-            return
         finally:
             os.close(fd)
             self._busy = False
+            if sending is not None:
+                if failed is None and pos < end:  # the client went away mid-body: not our error
+                    self._record(*sending[:1], 499, 0, *sending[3:], "ConnectionResetError")
+                else:
+                    self._record(*sending, failed)
         if transport.is_closing():
             return
         self._buf = self._buf[req.size:]
@@ -472,3 +494,4 @@ _SERVED = object()
 _HAND_OVER = object()
 _WAITING = object()
 _MISS = object()
+_GONE = object()  # the client went away while the response was being written

@@ -130,8 +130,10 @@ def test_no_leaks_no_errors(origin):
     server = origin["server"]
     pid = server.pid
     asyncio.run(fetch(server.base_url, f"/assets/{origin['asset']}/master.m3u8"))  # warm the executor and cache
-    # ... and open the one descriptor the rounds' segment keeps by design (origin.kept; bounded there)
+    # ... and open the two descriptors the rounds' segment and single file keep by design (origin.kept;
+    # bounded there)
     asyncio.run(fetch(server.base_url, f"/assets/{origin['asset']}/aac_128k/seg-00002.m4s"))
+    asyncio.run(fetch(server.base_url, f"/assets/{origin['asset']}/single/big.mp4"))
     base_fds = fds(pid)
     rss, after = [], []
     for _ in range(3):  # the first round warms buffers and the allocator; the next two must not grow
