@@ -13,9 +13,10 @@ with ``preadv(RWF_NOWAIT)``: straight from the page cache without blocking,
 or ``EAGAIN`` when any of it is not resident, and then the executor reads it
 as before.  The loop never waits on the disk either way.
 
-The fast path does better still: it asks ``region`` for the file, which
-checks with ``cachestat(2)`` (Linux 6.5) that every page of it is resident
-and hands back a ``Region`` that ``origin.fastpath`` sends with
+The fast path does better still: it asks ``region`` for the file and gets
+an entry whose body is a ``Region`` of the kept descriptor.  Before sending
+it, ``origin.fastpath`` checks with ``cachestat(2)`` (``resident``) that
+every page of the bytes to send is in the page cache, and sends them with
 ``sendfile(2)``: no buffer, no copy into user space, as nginx serves it.
 A page evicted in the microseconds between the check and the send makes that
 one send wait for the disk; that window is the whole of the risk.
@@ -32,6 +33,7 @@ from origin.linux import residency
 from origin.representation import Entry, Region, Variant
 
 __all__ = ("KeptFiles", "default_limit", "read_resident", "resident")
+
 
 def default_limit() -> int:
     """A quarter of the descriptor limit, at most 4096: connections need the rest."""
@@ -52,7 +54,6 @@ class KeptFiles:
         # key -> (body-less entry, descriptor, the entry with the whole file as a Region body)
         self._items: OrderedDict[str, tuple[Entry, int, Entry]] = OrderedDict()
         self.reads = 0  # misses answered from a kept descriptor (tests and metrics read it)
-        self.regions = 0  # entries handed to the fast path with a Region body, to send with sendfile
 
     def __len__(self) -> int:
         return len(self._items)
@@ -104,7 +105,6 @@ class KeptFiles:
         if meta is None:
             return None
         self._items.move_to_end(key)
-        self.regions += 1
         return sendable  # built once at keep: the hot path allocates nothing for it
 
     def _current(self, key: str, gate: Any) -> tuple[Any, int, Any]:

@@ -94,9 +94,9 @@ def static_type(rel: str) -> str | None:
 class Region:
     """Bytes ``[start, start + length)`` of a kept descriptor (``origin.kept``): a body sent with sendfile.
 
-    A segment whose bytes the in-memory cache no longer holds but whose file
-    is in the page cache is sent from there, as nginx sends it, instead of
-    being copied into a new buffer first.  Only the fast path sends these.
+    A segment or single file with a kept descriptor whose pages are in the
+    page cache is sent from there, as nginx sends it, instead of from a copy
+    in memory.  Only the fast path sends these (``peek(sendable=True)``).
     """
 
     __slots__ = ("fd", "start", "length")
