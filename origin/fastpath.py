@@ -135,7 +135,6 @@ class Connection(asyncio.Protocol):
         self._remote: str | None = None
         self._fd = -1  # the socket's descriptor, for sendfile (-1: every body goes through the transport)
         self._drained: asyncio.Future[None] | None = None  # a body's rest waits here for resume_writing
-        self._sending: tuple[Any, ...] | None = None  # what _record gets once that rest is out
 
     # -- transport callbacks ---------------------------------------------------------------------------------
 
@@ -271,28 +270,30 @@ class Connection(asyncio.Protocol):
         transport = self.transport
         head = serialise(planned, req.version, req.keep_alive)
         payload = planned.payload
-        outcome = _SERVED
+        rest: object = None  # of a Region body: what is left to send (a Region), or _GONE
         if req.method == "HEAD" or payload is None:
             transport.write(head)
             nbytes = 0
         else:
             if isinstance(payload, Region):
-                outcome = self._send_region(req, head, payload)
+                rest = self._send_region(head, payload)
             else:
                 transport.writelines((head, payload))
             nbytes = planned.length or 0
         if not req.keep_alive:
             self._closing = True
-            if outcome is _SERVED:
+            if rest is None:
                 transport.close()  # after the buffered response is written
-        if outcome is _WAITING:  # logged once the rest is out, or the client gone (_send_rest)
-            self._sending = (req, planned.status, nbytes, route, rid, t0)
-        elif outcome is _GONE:
+        if rest is _GONE:
             self._record(req, 499, 0, route, rid, t0, "ConnectionResetError")
-            outcome = _SERVED
+        elif isinstance(rest, Region):  # logged once the rest is out, or the client gone (_send_rest)
+            self._busy = True
+            self._loop.create_task(self._send_rest(req, os.dup(rest.fd), rest.start, rest.length,
+                                                   (planned.status, nbytes, route, rid, t0)))
+            return _WAITING
         else:
             self._record(req, planned.status, nbytes, route, rid, t0)
-        return outcome
+        return _SERVED
 
     def _record(self, req: Request, status: int, nbytes: int, route: str, rid: str, t0: float,
                 error: str | None = None) -> None:
@@ -309,9 +310,10 @@ class Connection(asyncio.Protocol):
             access.record(req.method, path, rid, status, nbytes, elapsed, route, self._remote,
                           req.headers.get("Range"), error)
 
-    def _send_region(self, req: Request, head: bytes, region: Region) -> object:
+    def _send_region(self, head: bytes, region: Region) -> Region | object | None:
         """``head``, then the region by sendfile from the page cache; what the socket does not take now goes
-        through the transport, read without blocking (or, if evicted meanwhile, by the executor: _WAITING)."""
+        through the transport, read without blocking.  None when all is sent or queued; the rest to send in
+        steps (long, or its pages gone from the page cache meanwhile); _GONE when the client went away."""
         transport = self.transport
         written = sent = 0
         if not transport.get_write_buffer_size():  # nothing queued ahead of us: write the socket directly
@@ -330,25 +332,25 @@ class Connection(asyncio.Protocol):
         if sent:
             METRICS.fast_sendfile += 1
         if sent == region.length:
-            return _SERVED
+            return None
         rest = region.part(sent, region.length)
         if rest.length <= REST_STEP:
             data = read_resident(rest.fd, rest.start, rest.length)
             if data is not None:
                 transport.write(data)
-                return _SERVED
+                return None
         # A long rest (a single file) or pages gone from the page cache: sent in steps, so a slow
         # reader holds REST_STEP plus the transport's high-water mark here, not the file.
-        self._busy = True
-        self._loop.create_task(self._send_rest(req, os.dup(rest.fd), rest.start, rest.length))
-        return _WAITING
+        return rest
 
-    async def _send_rest(self, req: Request, fd: int, start: int, length: int) -> None:
+    async def _send_rest(self, req: Request, fd: int, start: int, length: int,
+                         record: tuple[int, int, str, str, float]) -> None:
         """The rest of a region, REST_STEP at a time: each read without blocking where resident (else by the
-        executor), each written once the transport is under its high-water mark."""
+        executor), each written once the transport is under its high-water mark.  ``record``: the
+        response's (status, bytes, route, request id, start time), logged once it is out."""
         transport = self.transport
         pos, end = start, start + length
-        sending, self._sending = self._sending, None
+        status, nbytes, route, rid, t0 = record
         failed: str | None = None
         try:
             while pos < end and not transport.is_closing():
@@ -373,11 +375,10 @@ class Connection(asyncio.Protocol):
         finally:
             os.close(fd)
             self._busy = False
-            if sending is not None:
-                if failed is None and pos < end:  # the client went away mid-body: not our error
-                    self._record(*sending[:1], 499, 0, *sending[3:], "ConnectionResetError")
-                else:
-                    self._record(*sending, failed)
+            if failed is None and pos < end:  # the client went away mid-body: not our error
+                self._record(req, 499, 0, route, rid, t0, "ConnectionResetError")
+            else:
+                self._record(req, status, nbytes, route, rid, t0, failed)
         if transport.is_closing():
             return
         self._buf = self._buf[req.size:]
