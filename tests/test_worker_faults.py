@@ -188,7 +188,9 @@ def test_sigterm_hands_a_running_job_back_after_the_drain_time(setup: tuple, poo
     time (no ffmpeg left) and hands the job back (not a death); the next worker publishes it."""
     cfg, _env, queue = setup
     marker = str(tmp_path / "data")
-    job = queue.submit(str(make_master(tmp_path / "long.flac", seconds=30)))
+    # 120 s: the two-rung encode runs at ~15x real time here, so ~8 s, far longer than the poll below
+    # plus the 0.5 s drain (a 30 s master could finish inside the drain and publish, which is right)
+    job = queue.submit(str(make_master(tmp_path / "long.flac", seconds=120)))
     first = pool.start("--drain", "0.5")
     wait_for(lambda: queue.get(job.id).state is JobState.TRANSCODING and ffmpeg_processes(marker), 90,
              "the job's encoder")
