@@ -38,6 +38,9 @@ RUNG = "aac_256k"  # every measurement on the same rendition, so the codec's own
 FROM_S, SECONDS = 2.0, 4.0  # past the 1 s fade-in, two bars of the groove
 QUIET_DB = 10.0
 ON_TOLERANCE_DB = 1.0  # 1 LU
+# hls.js's non-fatal stall notes (as tests/players/harness.js's HLS_BENIGN): on a busy CI host a buffer can run
+# dry for a moment; the level is still measured over the same media time, so they are not the page's errors.
+HLS_BENIGN = frozenset({"bufferStalledError", "bufferNudgeOnStall", "bufferSeekOverHole"})
 OFF_TOLERANCE_DB = 1.0
 APPLIED_TOLERANCE_DB = 0.5
 
@@ -137,6 +140,11 @@ def _why(report: dict[str, Any]) -> str:
     return json.dumps(report, indent=1)[:8000]
 
 
+def page_errors(errors: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The page's errors, less hls.js's non-fatal stall notes."""
+    return [e for e in errors if not (e.get("fatal") is False and e.get("details") in HLS_BENIGN)]
+
+
 def test_normalisation_levels_two_masters_10_db_apart(site, tmp_path: Path, record_property) -> None:
     base, assets = site
     loud, quiet, older = assets["loud"], assets["quiet"], assets["older"]
@@ -153,7 +161,7 @@ def test_normalisation_levels_two_masters_10_db_apart(site, tmp_path: Path, reco
     why = _why(report)
     assert report["driverError"] is None and r is not None, why
     assert r["ok"], why
-    assert r["errors"] == [], why
+    assert page_errors(r["errors"]) == [], why
     assert r["switchDefault"] is True, why  # normalisation is on unless the listener turns it off
 
     # Before playback: each card says the gain it will get.
@@ -206,7 +214,7 @@ def test_catalog_search_and_paging(site, tmp_path: Path) -> None:
     why = _why(report)
     assert report["driverError"] is None and r is not None, why
     assert r["ok"], why
-    assert r["errors"] == [], why
+    assert page_errors(r["errors"]) == [], why
 
     first, second, back = r["first"], r["second"], r["back"]
     assert [c["id"] for c in first["cards"]] == [loud["id"], quiet["id"]], why  # publishing order, 2 a page
