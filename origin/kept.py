@@ -13,13 +13,16 @@ with ``preadv(RWF_NOWAIT)``: straight from the page cache without blocking,
 or ``EAGAIN`` when any of it is not resident, and then the executor reads it
 as before.  The loop never waits on the disk either way.
 
-The fast path does better still: it asks ``region`` for the file and gets
-an entry whose body is a ``Region`` of the kept descriptor.  Before sending
+For a kept file whose bytes the cache does not hold, the fast path does
+better still: it asks ``region`` for the file and gets an entry whose body
+is a ``Region`` of the kept descriptor.  Before sending
 it, ``origin.fastpath`` checks with ``cachestat(2)`` (``resident``) that
 every page of the bytes to send is in the page cache, and sends them with
 ``sendfile(2)``: no buffer, no copy into user space, as nginx serves it.
 A page evicted in the microseconds between the check and the send makes that
-one send wait for the disk; that window is the whole of the risk.
+one send wait for the disk; that window is the whole of the risk.  Bytes the
+cache does hold go out with the head in one write instead: one syscall and
+no ``cachestat``, which measured faster (issue 12's A/B, README).
 """
 
 from __future__ import annotations

@@ -118,14 +118,15 @@ class LocalSource:
         ``now`` is the event loop's time.  This is the hot path of ``resolve``,
         and all of the fast path's (``origin.fastpath``) storage access.
         ``sendable``: the caller sends ``Region`` bodies (the fast path does),
-        so a segment or single file with a kept descriptor is answered from
-        it, not from bytes held in memory.
+        so a segment or single file whose bytes are not held but whose
+        descriptor is kept is answered from it (by sendfile).  Held bytes win:
+        head and body in one write beat write plus sendfile.
         """
         key = f"{scope.name}/{rel}"
         cached = self.cache.get(key)
         held = cached is not None and cached.identity.body is not None
         fresh = held and now - cached.checked < self.revalidate_s
-        if fresh and not (sendable and kind.immutable):
+        if fresh:
             return cached
         if not kind.immutable:
             return None
@@ -136,14 +137,14 @@ class LocalSource:
         if gate is None or now - gate[0] >= self.revalidate_s:
             return cached if fresh else None
         self._seen[scope.name] = now  # keep_gates_fresh re-checks it ahead of the window's end
+        if held and gate[1] == cached.gate:
+            return cached
         if sendable:  # sent by sendfile from the page cache, as nginx sends it: no copy through memory
             region = self.kept.region(key, gate[1])
             if region is not None:
                 return region
-        if fresh:
-            return cached
         if held:
-            return cached if gate[1] == cached.gate else None
+            return None
         revived = self.kept.read(key, gate[1], now, self.max_cached_file)  # evicted: read again
         if revived is not None:
             self.cache.put(revived)
